@@ -1,0 +1,26 @@
+"""The Celery app. Messages carry ids only; the database holds every state."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from celery.signals import task_prerun
+
+from . import broker
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
+broker.install()  # filesystem:// (the embedded default) with atomic writes
+
+app = Celery("dagwright")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@task_prerun.connect
+def _close_old_connections(**kwargs: object) -> None:
+    """What Django does at each request: drop a connection that broke or outlived CONN_MAX_AGE.
+    Workers reuse connections between tasks (CELERY_DB_REUSE_MAX), so this is the health check."""
+    from django.db import close_old_connections
+
+    close_old_connections()
