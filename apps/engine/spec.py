@@ -1,0 +1,249 @@
+"""The workflow definition: what authors write (YAML or JSON) and what the API accepts.
+
+Structure is checked here by pydantic; graph-wide rules (cycles, dependencies, template
+references) by ``graph.check``. ``definition.load`` runs both and reports every problem at once.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from . import templating
+from .tools import TOOLS
+
+NodeId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,99}$")]
+# When a node runs, given how its dependencies ended; ``scheduler`` defines each rule exactly.
+TriggerRule = Literal["all_success", "one_success", "none_failed_min_one_success", "all_done"]
+
+
+def _check_json_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None:
+        try:
+            Draft202012Validator.check_schema(value)
+        except SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from exc
+    return value
+
+
+def _check_template(value: str) -> str:
+    error = templating.syntax_error(value)
+    if error:
+        raise ValueError(f"template syntax error, {error}")
+    return value
+
+
+def _check_expression(value: str) -> str:
+    error = templating.expression_syntax_error(value)
+    if error:
+        raise ValueError(f"expression syntax error, {error}")
+    return value
+
+
+class RetryPolicy(BaseModel):
+    """How often a node is tried and how long it waits in between (exponential, full jitter)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(3, ge=1, le=50)
+    backoff_seconds: float = Field(1.0, ge=0, le=3600)
+    backoff_cap_seconds: float = Field(60.0, ge=0, le=86_400)
+
+
+class NodeCache(BaseModel):
+    """Reuse a model output already paid for: a valid answer stored for this node of the same
+    workflow version, for the same rendered request (input hash), within ``ttl_seconds``.
+    Opt-in per llm or router node; a reused answer costs the new run nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ttl_seconds: int = Field(ge=1, le=30 * 86_400)
+
+
+class Budget(BaseModel):
+    """A run's spending limits; either may be left out (no limit). Every model call's worst case
+    (its prompt's tokens plus ``max_tokens`` out, at its model's price) is reserved against what
+    remains before the call is made."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int | None = Field(None, ge=1)
+    max_cost: Decimal | None = Field(None, ge=0, max_digits=16, decimal_places=8)
+
+
+ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _distinct_fallbacks(value: list[str]) -> list[str]:
+    repeated = sorted({m for m in value if value.count(m) > 1})
+    if repeated:
+        raise ValueError(f"fallback model '{repeated[0]}' is listed twice")
+    return value
+
+
+class NodeBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: NodeId
+    depends_on: list[NodeId] = Field(default_factory=list)
+    description: str = Field("", max_length=2000)
+    retry: RetryPolicy | None = None  # None: the workflow's default policy
+    trigger_rule: TriggerRule = "all_success"
+
+
+class LlmNode(NodeBase):
+    """A model call. ``prompt`` and ``system`` are sandboxed Jinja2 templates."""
+
+    type: Literal["llm"]
+    model: str = Field(min_length=1, max_length=200)
+    prompt: str = Field(min_length=1, max_length=100_000)
+    system: str = Field("", max_length=100_000)
+    output_schema: dict[str, Any] | None = None
+    max_tokens: int = Field(512, ge=1, le=200_000)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    cache: NodeCache | None = None  # None: every attempt calls the model
+    # Tried in order after ``model``: on a permanent failure, exhausted retries, an open circuit
+    # or budget pressure (then only a model whose worst case fits).
+    fallbacks: list[ModelName] = Field(default_factory=list, max_length=10)
+
+    _schema = field_validator("output_schema")(_check_json_schema)
+    _templates = field_validator("prompt", "system")(_check_template)
+    _fallbacks = field_validator("fallbacks")(_distinct_fallbacks)
+
+
+class ToolNode(NodeBase):
+    """A call to a registered Python tool; string arguments are sandboxed templates."""
+
+    type: Literal["tool"]
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("tool")
+    @classmethod
+    def _known_tool(cls, value: str) -> str:
+        if value not in TOOLS:
+            raise ValueError(f"unknown tool '{value}' (known: {', '.join(sorted(TOOLS))})")
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _arg_templates(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for source in templating.template_sources(value):
+            _check_template(source)
+        return value
+
+
+class RouteRule(BaseModel):
+    """Take ``route`` when ``when``, a sandboxed Jinja2 expression over ``input`` and ``nodes``, is true."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    when: str = Field(min_length=1, max_length=10_000)
+    route: NodeId
+
+    _when = field_validator("when")(_check_expression)
+
+
+class LlmRouting(BaseModel):
+    """Let a model pick the route. Its answer follows ``routing.route_schema``: a route, a
+    confidence in [0, 1] and a reason; below ``min_confidence`` the run takes ``low_confidence_route``
+    (typically a review gate) instead of the model's pick."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1, max_length=200)
+    prompt: str = Field(min_length=1, max_length=100_000)
+    system: str = Field("", max_length=100_000)
+    min_confidence: float = Field(ge=0.0, le=1.0)
+    low_confidence_route: NodeId
+    max_tokens: int = Field(256, ge=1, le=200_000)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    fallbacks: list[ModelName] = Field(default_factory=list, max_length=10)  # as on an llm node
+
+    _templates = field_validator("prompt", "system")(_check_template)
+    _fallbacks = field_validator("fallbacks")(_distinct_fallbacks)
+
+
+class RouterNode(NodeBase):
+    """Sends the run down one of ``routes`` (direct successors of the router); the others are skipped.
+
+    Either ``rules`` (the first whose ``when`` is true wins, else ``default``) or ``llm``.
+    """
+
+    type: Literal["router"]
+    routes: list[NodeId] = Field(min_length=1, max_length=100)
+    rules: list[RouteRule] | None = Field(None, max_length=100)
+    default: NodeId | None = None
+    llm: LlmRouting | None = None
+    cache: NodeCache | None = None  # llm routers only: rules cost nothing to evaluate again
+
+    @field_validator("routes")
+    @classmethod
+    def _distinct_routes(cls, value: list[str]) -> list[str]:
+        repeated = sorted({r for r in value if value.count(r) > 1})
+        if repeated:
+            raise ValueError(f"route '{repeated[0]}' is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_route(self) -> RouterNode:
+        if (self.rules is None) == (self.llm is None):
+            raise ValueError("a router needs either rules (with a default route) or llm, not both")
+        if self.rules is not None and self.default is None:
+            raise ValueError("a router with rules needs a default route")
+        if self.llm is not None and self.default is not None:
+            raise ValueError("default goes with rules; an llm router falls back to llm.low_confidence_route")
+        return self
+
+
+NODE_TYPES: dict[str, type[NodeBase]] = {"llm": LlmNode, "tool": ToolNode, "router": RouterNode}
+AnyNode = LlmNode | ToolNode | RouterNode
+
+
+def _known_type(value: Any) -> Any:
+    if isinstance(value, dict):
+        kind = value.get("type")
+        if "type" not in value:
+            raise PydanticCustomError("missing_node_type", "a node needs a type (known: {known})", {"known": ", ".join(NODE_TYPES)})
+        if not isinstance(kind, str) or kind not in NODE_TYPES:  # a list or dict is not hashable
+            raise PydanticCustomError(
+                "unknown_node_type",
+                "unknown node type '{kind}' (known: {known})",
+                {"kind": kind, "known": ", ".join(NODE_TYPES)},
+            )
+    return value
+
+
+Node = Annotated[
+    Annotated[AnyNode, Field(discriminator="type")],
+    BeforeValidator(_known_type),
+]
+
+
+class WorkflowSpec(BaseModel):
+    """A workflow: a named DAG of nodes with a JSON Schema for its input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    name: Name
+    description: str = Field("", max_length=5000)
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    budget: Budget | None = None  # a run may override it (its options' "budget")
+    nodes: list[Node]
+
+    _schema = field_validator("input_schema")(_check_json_schema)
+
+    def node(self, node_id: str) -> AnyNode:
+        return next(n for n in self.nodes if n.id == node_id)
+
+    def retry_policy(self, node_id: str) -> RetryPolicy:
+        """The node's own retry policy, or the workflow's default."""
+        return self.node(node_id).retry or self.retry
