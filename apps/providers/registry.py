@@ -1,0 +1,70 @@
+"""Which provider serves a model. The only place callers get a provider from.
+
+``sim-*`` models are always the simulated provider's. Every other model goes to the endpoint of
+``settings.DAGWRIGHT_PROVIDERS`` that lists it, a dict from a provider's name (its name in the
+breakers and the stored calls, at most 50 characters) to its configuration::
+
+    DAGWRIGHT_PROVIDERS = {
+        "openai": {"kind": "openai", "base_url": "https://api.openai.com/v1", "api_key_env": "OPENAI_API_KEY",
+                   "timeout_seconds": 60, "models": ["gpt-*", "o3-mini"]},
+        "local": {"kind": "openai", "base_url": "http://127.0.0.1:11434/v1", "api_key_env": "", "models": ["llama3.1:8b"]},
+    }
+
+(fields and defaults: ``apps.providers.openai_compatible.ProviderConfig``). A model named exactly
+wins over a prefix (``"gpt-*"``), a longer prefix over a shorter one, and between equals the
+first endpoint listed. A model no endpoint lists is a permanent ``unknown_model`` error.
+
+A run's options tune the simulation only: they never choose an endpoint, its URL or its key,
+since a run's options are user input and an endpoint given by a user would receive the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from pydantic import ValidationError
+
+from .base import Provider, ProviderError
+from .simulated import SimulatedProvider, SimulationConfig, unknown_model
+
+SIMULATED_PREFIX = "sim-"
+MAX_PROVIDER_NAME = 50  # ProviderCall.provider
+
+
+def provider_for(model: str, *, run_options: dict[str, Any] | None = None) -> Provider:
+    """The provider for ``model`` configured for a run; raises a permanent ProviderError."""
+    if model.startswith(SIMULATED_PREFIX):
+        try:
+            config = SimulationConfig.merged(settings.DAGWRIGHT_SIMULATION, (run_options or {}).get("simulation"))
+        except (ValueError, TypeError) as exc:  # a run's options are user input (pydantic errors are ValueErrors)
+            raise ProviderError(f"bad simulation options: {exc}", error_class="bad_request", retryable=False) from exc
+        return SimulatedProvider(config)
+    return _configured_provider(model)
+
+
+def _match(model: str, names: list[str] | tuple[str, ...]) -> int:
+    """How closely ``names`` list ``model``: 0 not at all, else higher for a closer match."""
+    if model in names:
+        return 1_000_000
+    prefixes = [n[:-1] for n in names if n.endswith("*") and model.startswith(n[:-1])]
+    return 1 + max(map(len, prefixes)) if prefixes else 0
+
+
+def _configured_provider(model: str) -> Provider:
+    endpoints: dict[str, dict[str, Any]] = getattr(settings, "DAGWRIGHT_PROVIDERS", {})
+    ranked = [(_match(model, entry.get("models", ())), name) for name, entry in endpoints.items() if isinstance(entry, dict)]
+    best = max((rank for rank, _ in ranked), default=0)
+    if not best or not model:
+        raise unknown_model(model)
+    name = next(name for rank, name in ranked if rank == best)
+    # Imported here: the SDK takes half a second to import, which a site on simulated models never needs.
+    from .openai_compatible import OpenAICompatibleProvider, ProviderConfig
+
+    try:
+        config = ProviderConfig.model_validate(endpoints[name])
+    except ValidationError as exc:
+        raise ProviderError(f"provider '{name}' is misconfigured: {exc}", error_class="provider_config", retryable=False) from exc
+    if len(name) > MAX_PROVIDER_NAME:
+        raise ProviderError(f"provider name '{name[:60]}…' is longer than {MAX_PROVIDER_NAME} characters", error_class="provider_config", retryable=False)
+    return OpenAICompatibleProvider(name, config)
