@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce, TruncDate
+
+from apps.workflows.models import Workflow
+from apps.workflows.selectors import workflow_list_with_latest
+
+from .models import ACTIVE_RUN_STATUSES, NodeRun, ProviderCall, Run, RunStatus
+
+
+def run_get(*, run_id: UUID | str) -> Run:
+    return Run.objects.select_related("workflow", "version", "started_by").get(pk=run_id)
+
+
+def run_list(*, workflow: str | None = None, status: str | None = None) -> QuerySet[Run]:
+    runs = Run.objects.select_related("workflow", "version", "started_by").order_by("-created_at")
+    if workflow:
+        runs = runs.filter(workflow__name=workflow)
+    if status:
+        runs = runs.filter(status=status)
+    return runs
+
+
+def run_nodes(*, run: Run) -> list[NodeRun]:
+    """The run's nodes in the workflow's topological order."""
+    order = {node_id: i for i, node_id in enumerate(run.version.plan.order)}
+    return sorted(run.node_runs.all(), key=lambda n: order.get(n.node_id, len(order)))
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def run_id_prefix(text: str) -> str | None:
+    """A run id prefix as PostgreSQL prints uuids (hyphenated, lower case), or None if it cannot be one.
+
+    People paste ids with or without hyphens; the hyphens go back where a uuid has them so
+    the same prefix matches on PostgreSQL (native uuid) and SQLite (hex without hyphens).
+    """
+    digits = text.strip().lower().replace("-", "")
+    if not digits or len(digits) > 32 or not set(digits) <= _HEX:
+        return None
+    cuts = [c for c in (8, 12, 16, 20) if c < len(digits)]
+    parts = [digits[a:b] for a, b in zip([0, *cuts], [*cuts, len(digits)], strict=True)]
+    return "-".join(parts)
+
+
+def run_table(*, workflow: str | None = None, status: str | None = None, id_prefix: str | None = None) -> QuerySet[Run]:
+    """Runs for a list page: ``run_list`` without the large JSON columns, optionally by id prefix.
+
+    An ``id_prefix`` that cannot be part of a uuid matches nothing.
+    """
+    runs = run_list(workflow=workflow, status=status).defer("input", "options", "version__definition")
+    if id_prefix:
+        prefix = run_id_prefix(id_prefix)
+        runs = runs.filter(id__startswith=prefix) if prefix else runs.none()
+    return runs
+
+
+def workflow_list_with_run_stats() -> QuerySet[Workflow]:
+    """Workflows with their latest version (see ``workflow_list_with_latest``), ``runs_count``
+    and ``last_run_status``, in one query."""
+    runs = Run.objects.filter(workflow=OuterRef("pk"))
+    counted = runs.order_by().values("workflow").annotate(n=Count("pk")).values("n")
+    return workflow_list_with_latest().annotate(
+        runs_count=Coalesce(Subquery(counted, output_field=IntegerField()), 0),
+        last_run_status=Subquery(runs.order_by("-created_at").values("status")[:1]),
+        last_run_at=Subquery(runs.order_by("-created_at").values("created_at")[:1]),
+    )
+
+
+@dataclass(frozen=True)
+class RunStats:
+    total: int
+    finished: int
+    succeeded: int
+
+    @property
+    def success_rate(self) -> float | None:
+        """Succeeded runs over finished runs (active runs do not count), or None if none finished."""
+        return self.succeeded / self.finished if self.finished else None
+
+
+def workflow_run_stats(*, workflow: Workflow) -> RunStats:
+    counts = Run.objects.filter(workflow=workflow).aggregate(
+        total=Count("pk"),
+        finished=Count("pk", filter=~Q(status__in=ACTIVE_RUN_STATUSES)),
+        succeeded=Count("pk", filter=Q(status=RunStatus.SUCCEEDED)),
+    )
+    return RunStats(**counts)
+
+
+def workflow_recent_runs(*, workflow: Workflow, limit: int = 10) -> list[Run]:
+    return list(run_table(workflow=workflow.name)[:limit])
+
+
+def run_node_table(*, run: Run) -> list[NodeRun]:
+    """``run_nodes`` without each node's rendered input (only the detail view shows it)."""
+    order = {node_id: i for i, node_id in enumerate(run.version.plan.order)}
+    rows = run.node_runs.defer("input")
+    return sorted(rows, key=lambda n: order.get(n.node_id, len(order)))
+
+
+def node_run_detail(*, run: Run, node_id: str) -> NodeRun:
+    """One node of a run with its provider calls (every attempt, failed ones included)."""
+    return run.node_runs.prefetch_related("calls").get(node_id=node_id)
+
+
+def run_models(*, run: Run) -> list[str]:
+    """The models the run's llm nodes call, from its pinned definition (no query)."""
+    return sorted({node.model for node in run.version.plan.spec.nodes if node.type == "llm"})
+
+
+# --- tokens and cost roll-ups ---------------------------------------------------------------------
+# Per node and per run they are stored totals (NodeRun, Run). Per workflow and per day they are
+# summed over ProviderCall, the record of what was actually paid: an answer reused from the cache
+# or a re-run's source made no call, so it costs nothing here either.
+
+
+def run_cost_by_node(*, run: Run) -> list[dict[str, Any]]:
+    """Each node's model, tokens and cost in the run, in topological order."""
+    fields = ("node_id", "model", "tokens_in", "tokens_out", "cost")
+    order = {node_id: i for i, node_id in enumerate(run.version.plan.order)}
+    return sorted(run.node_runs.values(*fields), key=lambda n: order.get(n["node_id"], len(order)))
+
+
+def run_cost_totals(*, run: Run) -> dict[str, Any]:
+    """The run's tokens and cost (kept up to date as each attempt completes)."""
+    return {"tokens_in": run.tokens_in, "tokens_out": run.tokens_out, "cost": run.cost}
+
+
+def _provider_calls(since: date | None, until: date | None) -> QuerySet[ProviderCall]:
+    calls = ProviderCall.objects.order_by()
+    if since is not None:
+        calls = calls.filter(created_at__date__gte=since)
+    if until is not None:
+        calls = calls.filter(created_at__date__lte=until)
+    return calls
+
+
+_TOTALS = {"calls": Count("pk"), "tokens_in": Sum("tokens_in"), "tokens_out": Sum("tokens_out"), "cost": Sum("cost")}
+
+
+def cost_by_day(*, since: date | None = None, until: date | None = None) -> list[dict[str, Any]]:
+    """Calls, tokens and cost per day (in the site's time zone), oldest first, in one query.
+    ``since`` and ``until`` are inclusive."""
+    rows = _provider_calls(since, until).annotate(day=TruncDate("created_at")).values("day").annotate(**_TOTALS)
+    return list(rows.order_by("day"))
+
+
+def cost_by_workflow(*, since: date | None = None, until: date | None = None) -> list[dict[str, Any]]:
+    """Calls, tokens and cost per workflow, costliest first, in one query."""
+    rows = _provider_calls(since, until).values(workflow=F("run__workflow__name")).annotate(**_TOTALS)
+    return list(rows.order_by("-cost", "workflow"))

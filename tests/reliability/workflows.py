@@ -1,0 +1,73 @@
+"""The workflow the reliability tests run, and the invariants they check after it."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from typing import Any
+
+from apps.runs.models import NodeStatus, OutboxMessage, RunEvent, RunStatus
+from apps.runs.services import run_start
+from tests.factories import definition, llm_node, save_workflow, tool_node
+
+NODES = 5
+
+
+def own_model(scenario: str) -> str:
+    """A simulated model no other test uses, so this test's circuit breaker is its own."""
+    return f"sim-rel-{scenario}-{uuid.uuid4().hex[:6]}"
+
+
+def five_node_workflow(name: str, model: str, max_attempts: int) -> dict[str, Any]:
+    """draft -> (facts, tone) -> notify (the outbox tool: a side effect) -> brief.
+
+    The fan-out sends facts and tone through the broker; notify and brief are lone successors
+    that run inline in the worker that finished the node before them.
+    """
+    after_draft = "{{ nodes.draft }}"
+    notify_args = {"topic": "briefs", "payload": {"topic": "{{ input.topic }}", "facts": "{{ nodes.facts }}"}}
+    return definition(
+        name,
+        [
+            llm_node("draft", "Write about {{ input.topic }}.", model=model),
+            llm_node("facts", f"List the facts in: {after_draft}", model=model, depends_on=["draft"]),
+            llm_node("tone", f"Describe the tone of: {after_draft}", model=model, depends_on=["draft"]),
+            tool_node("notify", "outbox", notify_args, depends_on=["facts", "tone"]),
+            llm_node("brief", "Brief on {{ nodes.facts }} ({{ nodes.tone }}), message {{ nodes.notify.message_id }}.", model=model, depends_on=["notify"]),
+        ],
+        retry={"max_attempts": max_attempts, "backoff_seconds": 0.2, "backoff_cap_seconds": 1},
+    )
+
+
+def start_runs_of(version, count: int, latency_ms: int, start_index: int = 0) -> list:
+    options = {"simulation": {"latency": f"fixed:{latency_ms}", "faults": {}}}
+    return [run_start(workflow=version.workflow, input={"topic": f"harbour {i}"}, options=options).pk for i in range(start_index, start_index + count)]
+
+
+def save_five_node_workflow(scenario: str, max_attempts: int):
+    return save_workflow(five_node_workflow(f"rel-{scenario}-{uuid.uuid4().hex[:6]}", own_model(scenario), max_attempts))
+
+
+def assert_every_run_succeeded_once_per_node(run_ids: list, max_attempts: int) -> None:
+    """Every run succeeded; each node succeeded exactly once, within its attempts, and took a
+    second attempt only when the worker of its first was lost; the outbox message of each run
+    was written exactly once. (For workflows without provider faults.)"""
+    from apps.runs.models import NodeRun, Run
+
+    runs = Run.objects.filter(pk__in=run_ids)
+    failed = {str(r.pk)[:8]: r.error for r in runs if r.status != RunStatus.SUCCEEDED}
+    assert not failed, f"{len(failed)} runs did not succeed: {failed}"
+    nodes = NodeRun.objects.filter(run_id__in=run_ids)
+    assert nodes.count() == NODES * len(run_ids)
+    assert set(nodes.values_list("status", flat=True)) == {NodeStatus.SUCCEEDED}
+    attempts = list(nodes.values_list("attempt", flat=True))
+    assert min(attempts) >= 1
+    assert max(attempts) <= max_attempts
+    lost = RunEvent.objects.filter(run_id__in=run_ids, kind="node_lease_expired").count()
+    assert sum(a - 1 for a in attempts) == lost, "an attempt was spent although no worker was lost"
+    successes = Counter(RunEvent.objects.filter(run_id__in=run_ids, kind="node_succeeded").values_list("run_id", "node_id"))
+    assert len(successes) == NODES * len(run_ids)
+    twice = {key: n for key, n in successes.items() if n != 1}
+    assert not twice, f"nodes that succeeded more than once: {twice}"
+    outbox = Counter(OutboxMessage.objects.filter(run_id__in=run_ids).values_list("run_id", "node_id"))
+    assert outbox == Counter({(run_id, "notify"): 1 for run_id in run_ids}), "an outbox message is missing or was written twice"
