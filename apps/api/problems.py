@@ -1,0 +1,183 @@
+"""RFC 9457 problem details: every error the API answers is mapped here, and only here.
+
+A problem is ``{type, title, status, detail, errors}``. Each item of ``errors`` locates one thing
+wrong with the request: ``{pointer, detail}`` with an RFC 6901 JSON pointer into the request body
+(``/input/topic``, ``/nodes/2/depends_on/0``), or ``{parameter, detail}`` for a query or path
+parameter. Problems are served as ``application/problem+json``; a stack trace never is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI, Schema
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from apps.engine.definition import pydantic_problems
+from apps.engine.errors import DefinitionError, InputError, Problem
+from apps.runs.services import IdempotencyConflict
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/problem+json"
+# Problem types are URIs (RFC 9457 3.1.1); tag URIs name them without promising a page to fetch.
+TYPE_PREFIX = "tag:dagwright.dev,2026:problem:"
+MAX_DETAIL_MESSAGES = 3
+
+
+class ProblemErrorOut(Schema):
+    pointer: str | None = None
+    parameter: str | None = None
+    detail: str
+
+
+class ProblemOut(Schema):
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemErrorOut]
+
+
+def problem_responses(*statuses: int) -> dict[int, type[Schema]]:
+    """The problems an operation may answer besides 401, 403 and 500, for the OpenAPI document."""
+    return dict.fromkeys(sorted({401, 403, 500, *statuses}), ProblemOut)
+
+
+class UnknownReference(Exception):
+    """The request body names something that does not exist, such as a workflow or a version."""
+
+    def __init__(self, pointer: str, message: str):
+        self.problem = Problem(pointer, message)
+        super().__init__(message)
+
+
+def problem_response(status: int, detail: str, *, kind: str = "", title: str = "", errors: Iterable[dict[str, str]] = ()) -> HttpResponse:
+    """A problem+json response; without ``kind`` the type is ``about:blank`` and the title the status phrase."""
+    body = {
+        "type": TYPE_PREFIX + kind if kind else "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "errors": list(errors),
+    }
+    return HttpResponse(json.dumps(body), status=status, content_type=MEDIA_TYPE)
+
+
+def summary(errors: list[dict[str, str]]) -> str:
+    """The first few errors in one line, each with where it is."""
+    lines = [f"{e.get('pointer') or e.get('parameter') or 'body'}: {e['detail']}" for e in errors[:MAX_DETAIL_MESSAGES]]
+    more = len(errors) - MAX_DETAIL_MESSAGES
+    return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
+
+
+def _problem_list(problems: list[Problem], status: int, kind: str, title: str, prefix: str = "") -> HttpResponse:
+    errors = [{"pointer": prefix + p.pointer, "detail": p.message} for p in problems]
+    return problem_response(status, summary(errors), kind=kind, title=title, errors=errors)
+
+
+def _request_json(request: HttpRequest) -> Any:
+    try:
+        return json.loads(request.body)
+    except (ValueError, RequestDataTooBig):
+        return None
+
+
+def _body_errors(request: HttpRequest, errors: list[dict[str, Any]]) -> list[dict[str, str]]:
+    # A body error's loc is ("body", <parameter name>, *path in the body). pydantic_problems drops
+    # that prefix and, for a workflow definition, names the node the error is in.
+    if errors and not request.body:
+        return [{"pointer": "", "detail": "the request needs a JSON body"}]
+    raw = _request_json(request)
+    problems = [p for e in errors for p in pydantic_problems(raw, [e], prefix=tuple(e["loc"][:2]))]
+    return [p.as_dict() for p in problems]
+
+
+def _parameter_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"parameter": ".".join(str(part) for part in e["loc"][1:]), "detail": e["msg"]} for e in errors]
+
+
+def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    in_body = [e for e in exc.errors if e["loc"][0] == "body"]
+    errors = _body_errors(request, in_body) + _parameter_errors([e for e in exc.errors if e["loc"][0] != "body"])
+    title = "The request does not match the API's schema"
+    return problem_response(422, summary(errors), kind="invalid-request", title=title, errors=errors)
+
+
+def on_definition_error(request: HttpRequest, exc: DefinitionError) -> HttpResponse:
+    return _problem_list(exc.problems, 422, "invalid-definition", "The workflow definition is not valid")
+
+
+def on_input_error(request: HttpRequest, exc: InputError) -> HttpResponse:
+    return _problem_list(exc.problems, 422, "invalid-input", "The run input does not match the workflow's input schema", prefix="/input")
+
+
+def on_unknown_reference(request: HttpRequest, exc: UnknownReference) -> HttpResponse:
+    return _problem_list([exc.problem], 422, "unknown-reference", "The request refers to something that does not exist")
+
+
+def on_idempotency_conflict(request: HttpRequest, exc: IdempotencyConflict) -> HttpResponse:
+    problem = Problem("/idempotency_key", str(exc))
+    return _problem_list([problem], 409, "idempotency-conflict", "The idempotency key was used for a different request")
+
+
+def _model_words(exc: ObjectDoesNotExist) -> str:
+    model = type(exc).__qualname__.split(".")[0]  # "WorkflowVersion.DoesNotExist" -> "WorkflowVersion"
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", model).lower() if model != "ObjectDoesNotExist" else "object"
+
+
+def on_not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
+    detail = f"{_model_words(exc)} not found" if isinstance(exc, ObjectDoesNotExist) else f"nothing at {request.path}"
+    return problem_response(404, detail)
+
+
+def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    default = "authentication required: send 'Authorization: Bearer <API token>', or sign in"
+    response = problem_response(401, default if exc.message == "Unauthorized" else exc.message)
+    response["WWW-Authenticate"] = 'Bearer realm="dagwright"'
+    return response
+
+
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    detail = exc.message
+    if isinstance(exc.__cause__, ValueError):  # ninja's "Cannot parse request body": say why
+        detail = f"the request body is not valid JSON: {exc.__cause__}"
+    return problem_response(exc.status_code, detail)
+
+
+def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return problem_response(413, f"the request body is over the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
+
+
+def on_unexpected_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    log.error("unexpected error answering %s %s", request.method, request.path, exc_info=exc)
+    return problem_response(500, "an unexpected error happened; it has been logged")
+
+
+HANDLERS: dict[type[Exception], Callable[[HttpRequest, Any], HttpResponse]] = {
+    ValidationError: on_validation_error,
+    DefinitionError: on_definition_error,
+    InputError: on_input_error,
+    UnknownReference: on_unknown_reference,
+    IdempotencyConflict: on_idempotency_conflict,
+    ObjectDoesNotExist: on_not_found,
+    Http404: on_not_found,
+    AuthenticationError: on_authentication_error,
+    HttpError: on_http_error,
+    RequestDataTooBig: on_body_too_large,
+    Exception: on_unexpected_error,
+}
+
+
+def install(api: NinjaAPI) -> None:
+    """Answer every exception an operation raises with a problem (ninja looks handlers up by MRO)."""
+    for exc_class, handler in HANDLERS.items():
+        api.add_exception_handler(exc_class, handler)
