@@ -1,0 +1,19 @@
+from django.urls import path
+
+from . import views
+
+app_name = "console"
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("workflows/", views.workflow_list, name="workflows"),
+    path("workflows/<slug:name>/", views.workflow_detail, name="workflow"),
+    path("workflows/<slug:name>/run/", views.workflow_run_start, name="run_start"),
+    path("runs/", views.run_list, name="runs"),
+    path("runs/<uuid:run_id>/", views.run_detail, name="run"),
+    path("runs/<uuid:run_id>/nodes/", views.run_node_table, name="run_nodes"),
+    path("runs/<uuid:run_id>/cancel/", views.run_cancel, name="run_cancel"),
+    path("runs/<uuid:run_id>/retry/", views.run_retry, name="run_retry"),
+    path("runs/<uuid:run_id>/rerun/", views.run_rerun, name="run_rerun"),
+    path("runs/<uuid:run_id>/rerun/preview/", views.run_rerun_preview, name="run_rerun_preview"),
+    path("runs/<uuid:run_id>/nodes/<str:node_id>/", views.node_detail, name="node"),
+]
