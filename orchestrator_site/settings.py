@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "ninja",
     "apps.workflows",
     "apps.runs",
+    "apps.reviews",
     "apps.providers",
     "apps.console",
     "apps.api",
@@ -169,8 +170,15 @@ DAGWRIGHT_BREAKER = {
 # queue was longer than that, so under load nobody recovered a dead worker's nodes: a late sweep
 # still runs; only one that waited minutes (no worker was up) is dropped rather than repeated.
 DAGWRIGHT_SWEEP_EXPIRES_SECONDS = max(600.0, 10 * DAGWRIGHT_SWEEP_SECONDS)
+# Overdue reviews escalate as their definition says; checked this often.
+DAGWRIGHT_REVIEW_ESCALATION_SECONDS = float(os.environ.get("DAGWRIGHT_REVIEW_ESCALATION_SECONDS", "30"))
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "runs.sweep", "schedule": DAGWRIGHT_SWEEP_SECONDS, "options": {"expires": DAGWRIGHT_SWEEP_EXPIRES_SECONDS}},
+    "escalate-reviews": {
+        "task": "reviews.escalate",
+        "schedule": DAGWRIGHT_REVIEW_ESCALATION_SECONDS,
+        "options": {"expires": max(600.0, 10 * DAGWRIGHT_REVIEW_ESCALATION_SECONDS)},
+    },
 }
 # The simulated provider's defaults; a run may override them (see apps.providers.simulated).
 DAGWRIGHT_SIMULATION = {

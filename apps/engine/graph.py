@@ -7,7 +7,7 @@ from functools import cached_property
 
 from . import templating
 from .errors import Problem
-from .spec import AnyNode, LlmNode, RouterNode, WorkflowSpec
+from .spec import AnyNode, LlmNode, ReviewNode, RouterNode, WorkflowSpec
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,18 @@ class Plan:
     @cached_property
     def routes(self) -> dict[str, frozenset[str]]:
         """Each router's possible routes (its successors that only run when chosen)."""
-        return {node.id: frozenset(node.routes) for node in self.spec.nodes if isinstance(node, RouterNode)}
+        routes = {node.id: frozenset(node.routes) for node in self.spec.nodes if isinstance(node, RouterNode)}
+        return routes | {gate: frozenset({target}) for gate, target in self.reject_routes.items()}
+
+    @cached_property
+    def reject_routes(self) -> dict[str, str]:
+        """Each review gate's ``on_reject`` route: taken on reject, skipped on approval."""
+        return {node.id: node.on_reject for node in self.spec.nodes if isinstance(node, ReviewNode) and node.on_reject}
+
+    @cached_property
+    def review_subjects(self) -> dict[str, str]:
+        """Each review gate and the node whose output it reviews."""
+        return {node.id: node.subject_id for node in self.spec.nodes if isinstance(node, ReviewNode)}
 
     def node(self, node_id: str) -> AnyNode:
         return self.spec.node(node_id)
@@ -98,6 +109,8 @@ def _template_fields(node: AnyNode) -> list[tuple[str, list[str], bool]]:
         if node.llm is not None:
             return [("llm/prompt", [node.llm.prompt], False), ("llm/system", [node.llm.system] if node.llm.system else [], False)]
         return [(f"rules/{k}/when", [rule.when], True) for k, rule in enumerate(node.rules or [])]
+    if isinstance(node, ReviewNode):
+        return []
     return [("args", templating.template_sources(node.args), False)]
 
 
@@ -137,8 +150,22 @@ def _check_router(index: int, node: RouterNode, plan: Plan) -> list[Problem]:
     return problems
 
 
+def _check_review(index: int, node: ReviewNode, plan: Plan) -> list[Problem]:
+    """``on_reject`` is a direct successor of the gate."""
+    if node.on_reject is None:
+        return []
+    where = f"/nodes/{index}/on_reject"
+    if node.on_reject not in plan.deps:
+        return [Problem(where, f"node '{node.id}': on_reject route '{node.on_reject}' is not a node")]
+    if node.id not in plan.deps[node.on_reject]:
+        message = f"node '{node.id}': on_reject route '{node.on_reject}' is not a direct successor of the review (add '{node.id}' to its depends_on)"
+        return [Problem(where, message)]
+    return []
+
+
 def _check_routers(spec: WorkflowSpec, plan: Plan) -> list[Problem]:
-    return [p for index, node in enumerate(spec.nodes) if isinstance(node, RouterNode) for p in _check_router(index, node, plan)]
+    problems = [p for index, node in enumerate(spec.nodes) if isinstance(node, RouterNode) for p in _check_router(index, node, plan)]
+    return problems + [p for index, node in enumerate(spec.nodes) if isinstance(node, ReviewNode) for p in _check_review(index, node, plan)]
 
 
 def check(spec: WorkflowSpec) -> tuple[Plan | None, list[Problem]]:

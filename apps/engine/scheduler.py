@@ -20,6 +20,8 @@ that exist when it is claimed.
 
 Routing comes first: a route of a router that succeeded and chose another route is skipped,
 whatever its trigger rule. A route of a router that failed follows its trigger rule as usual.
+A review gate is a router with one route, its ``on_reject``: skipped when the gate approves; when
+it rejects, that route runs and the gate's other successors are skipped.
 
 The run fails when a node failed and no node downstream of a failure can still run, i.e. once the
 nodes whose rules tolerate the failure (``all_done``, ``one_success``) have had their turn; until
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 
 from .graph import Plan
 
-PENDING, QUEUED, RUNNING = "pending", "queued", "running"
+PENDING, QUEUED, RUNNING, WAITING_REVIEW = "pending", "queued", "running", "waiting_review"
 SUCCEEDED, FAILED, SKIPPED, CANCELLED = "succeeded", "failed", "skipped", "cancelled"
 TERMINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
 ALL_SUCCESS, ONE_SUCCESS, NONE_FAILED_MIN_ONE_SUCCESS, ALL_DONE = "all_success", "one_success", "none_failed_min_one_success", "all_done"
@@ -101,8 +103,15 @@ def _resolve(plan: Plan, states: Mapping[str, str], choices: Mapping[str, str | 
 def _verdict(plan: Plan, node_id: str, states: Mapping[str, str], choices: Mapping[str, str | None]) -> tuple[str, str]:
     deps = plan.deps[node_id]
     for dep in deps:
-        if node_id in plan.routes.get(dep, ()) and states.get(dep) == SUCCEEDED and choices.get(dep) != node_id:
-            choice = choices.get(dep)
+        if states.get(dep) != SUCCEEDED:
+            continue
+        choice = choices.get(dep)
+        if dep in plan.reject_routes:
+            if node_id == plan.reject_routes[dep] and choice != node_id:
+                return SKIPPED, f"review '{dep}' approved"
+            if node_id != plan.reject_routes[dep] and choice == plan.reject_routes[dep]:
+                return SKIPPED, f"review '{dep}' rejected: its on_reject route '{choice}' runs instead"
+        elif node_id in plan.routes.get(dep, ()) and choice != node_id:
             return SKIPPED, f"router '{dep}' chose '{choice}'" if choice else f"router '{dep}' chose no route"
     if not deps:
         return _READY, ""
@@ -134,6 +143,18 @@ def _outcome(plan: Plan, resolved: Mapping[str, str]) -> str | None:
 
 
 def upstream_context(plan: Plan, node_id: str, run_input: object, outputs: Mapping[str, object]) -> dict:
-    """The template context of ``node_id``: the run input and its ancestors' outputs only."""
+    """The template context of ``node_id``: the run input and its ancestors' outputs only.
+
+    Downstream of an approved review gate, the reviewed node's output is the approved one (a
+    reviewer's edit included): what was approved is exactly what later nodes receive.
+    """
     ancestors = plan.ancestors[node_id]
-    return {"input": run_input, "nodes": {k: v for k, v in outputs.items() if k in ancestors}}
+    nodes = {k: v for k, v in outputs.items() if k in ancestors}
+    for gate, subject in plan.review_subjects.items():
+        decision = nodes.get(gate)
+        if subject in nodes and isinstance(decision, dict) and decision.get("decision") in APPROVED_DECISIONS:
+            nodes[subject] = decision.get("output")
+    return {"input": run_input, "nodes": nodes}
+
+
+APPROVED_DECISIONS = frozenset({"approved", "edited"})

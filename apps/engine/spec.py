@@ -202,8 +202,83 @@ class RouterNode(NodeBase):
         return self
 
 
-NODE_TYPES: dict[str, type[NodeBase]] = {"llm": LlmNode, "tool": ToolNode, "router": RouterNode}
-AnyNode = LlmNode | ToolNode | RouterNode
+Duration = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,5}[smhd]$", description="a duration such as 90s, 30m, 4h or 2d")]
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def duration_seconds(value: str) -> int:
+    """``"30m"`` -> 1800."""
+    return int(value[:-1]) * _SECONDS[value[-1]]
+
+
+GroupName = Annotated[str, Field(min_length=1, max_length=150)]
+UserName = Annotated[str, Field(min_length=1, max_length=150)]
+
+
+class Escalation(BaseModel):
+    """What happens to a review still undecided at its due time.
+
+    ``reassign`` hands it to ``group`` (with a new due time, ``due_in`` again); ``reject`` rejects
+    it; ``approve`` approves it as produced, and only where ``allow_auto_approve`` says the
+    definition's author meant it (an unattended approval must never be an accident).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: Literal["reassign", "reject", "approve"]
+    group: GroupName | None = None
+    allow_auto_approve: bool = False
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Escalation:
+        if self.action == "reassign" and not self.group:
+            raise ValueError("escalation by reassign needs a group")
+        if self.action != "reassign" and self.group:
+            raise ValueError("only a reassign escalation names a group")
+        if self.action == "approve" and not self.allow_auto_approve:
+            raise ValueError("escalation by approve needs allow_auto_approve: true (an approval nobody gave)")
+        return self
+
+
+class ReviewNode(NodeBase):
+    """A human review gate: the branch pauses until reviewers approve, edit or reject ``subject``'s
+    output (default: the gate's only dependency).
+
+    The gate's output is the decision, ``{"decision", "output", "route", "comment", "decided_by"}``;
+    ``output`` is exactly what was approved (the edit, if any), and nodes downstream of the gate
+    that read ``nodes.<subject>`` see that approved value too. On reject the gate fails, or, with
+    ``on_reject``, takes that route (a direct successor) and skips its other successors.
+    """
+
+    type: Literal["review"]
+    subject: NodeId | None = None
+    instructions: str = Field("", max_length=20_000)
+    assignees: list[UserName] = Field(default_factory=list, max_length=100)
+    groups: list[GroupName] = Field(default_factory=lambda: ["reviewers"], max_length=100)
+    approvals_required: int = Field(1, ge=1, le=10)
+    due_in: Duration | None = None
+    escalation: Escalation | None = None
+    on_reject: NodeId | None = None
+
+    @model_validator(mode="after")
+    def _reviewable(self) -> ReviewNode:
+        if not self.assignees and not self.groups:
+            raise ValueError("a review needs assignees or groups (someone must be able to decide)")
+        if self.escalation is not None and self.due_in is None:
+            raise ValueError("an escalation needs a due_in (when it escalates)")
+        if self.subject is None and len(self.depends_on) != 1:
+            raise ValueError("a review with several dependencies needs a subject (the node whose output is reviewed)")
+        if self.subject is not None and self.subject not in self.depends_on:
+            raise ValueError(f"subject '{self.subject}' must be one of the review's depends_on")
+        return self
+
+    @property
+    def subject_id(self) -> str:
+        return self.subject or self.depends_on[0]
+
+
+NODE_TYPES: dict[str, type[NodeBase]] = {"llm": LlmNode, "tool": ToolNode, "router": RouterNode, "review": ReviewNode}
+AnyNode = LlmNode | ToolNode | RouterNode | ReviewNode
 
 
 def _known_type(value: Any) -> Any:

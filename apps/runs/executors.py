@@ -21,7 +21,7 @@ from django.db.models import Subquery
 from django.utils import timezone
 
 from apps.engine import routing, templating
-from apps.engine.spec import AnyNode, LlmNode, LlmRouting, RouterNode, ToolNode
+from apps.engine.spec import AnyNode, LlmNode, LlmRouting, ReviewNode, RouterNode, ToolNode
 from apps.engine.tools import TOOLS, ToolArgumentError, ToolContext
 from apps.providers.base import ModelRequest, Provider, ProviderError
 from apps.providers.breaker import CircuitBreaker, circuit_breaker, is_provider_failure
@@ -71,6 +71,7 @@ class Outcome:
     cost: Decimal = Decimal(0)
     reused_call_id: int | None = None
     passed_over: tuple[dict[str, str], ...] = ()  # models passed over during this attempt, with why
+    awaits_review: bool = False  # a review gate: the node waits for reviewers (apps.reviews)
 
 
 def _failure(error_class: str, message: str, **extra: Any) -> Outcome:
@@ -346,8 +347,22 @@ def execute_tool(claim: Claim) -> Outcome:
     return Outcome(ok=True, output=output)
 
 
-PREPARE: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {"llm": prepare_llm, "tool": prepare_tool, "router": prepare_router}
-EXECUTORS: dict[str, Callable[[Claim], Outcome]] = {"llm": execute_llm, "tool": execute_tool, "router": execute_router}
+def prepare_review(node: ReviewNode, context: dict[str, Any]) -> dict[str, Any]:
+    """The output under review, frozen: the claim stores it as the node's input, and its hash is
+    the one the reviewer approves (``input_hash``)."""
+    return {"subject": node.subject_id, "output": context["nodes"].get(node.subject_id)}
+
+
+def execute_review(claim: Claim) -> Outcome:
+    """Nothing to execute: the gate waits; ``apps.reviews`` opens its ReviewTask in the same
+    transaction as the node's move to waiting_review."""
+    return Outcome(ok=False, awaits_review=True)
+
+
+PREPARE: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
+    "llm": prepare_llm, "tool": prepare_tool, "router": prepare_router, "review": prepare_review,
+}  # fmt: skip
+EXECUTORS: dict[str, Callable[[Claim], Outcome]] = {"llm": execute_llm, "tool": execute_tool, "router": execute_router, "review": execute_review}
 
 
 def execute(claim: Claim) -> Outcome:

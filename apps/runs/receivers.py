@@ -56,6 +56,27 @@ def _nodes_cancelled(sender: Any, run, node_ids: list[str], reason: str, **kwarg
     RunEvent.objects.bulk_create([RunEvent(run=run, node_id=n, kind="node_cancelled", data={"reason": reason}) for n in node_ids])
 
 
+@receiver(signals.node_waiting_review)
+def _node_waiting_review(sender: Any, run, node_run, **kwargs: Any) -> None:
+    RunEvent.objects.create(run=run, node_id=node_run.node_id, kind="node_waiting_review", attempt=node_run.attempt)
+
+
+@receiver(signals.node_reviewed)
+def _node_reviewed(sender: Any, run, node_run, decision: dict, status: str, **kwargs: Any) -> None:
+    data = {"decision": decision.get("decision"), "by": decision.get("decided_by"), "status": status}
+    RunEvent.objects.create(run=run, node_id=node_run.node_id, kind="node_reviewed", attempt=node_run.attempt, data=data)
+
+
+@receiver(signals.run_paused)
+def _run_paused(sender: Any, run, **kwargs: Any) -> None:
+    RunEvent.objects.create(run=run, kind="run_waiting_review")
+
+
+@receiver(signals.run_resumed)
+def _run_resumed(sender: Any, run, **kwargs: Any) -> None:
+    RunEvent.objects.create(run=run, kind="run_resumed")
+
+
 @receiver(signals.node_retrying)
 def _node_retrying(sender: Any, run, node_run, error: str, error_class: str, next_attempt_at, deferred: bool, **kwargs: Any) -> None:
     data = {"error": error[:2000], "error_class": error_class, "next_attempt_at": next_attempt_at.isoformat(), "deferred": deferred}

@@ -133,6 +133,7 @@ def run_advance(run: Run, plan: Plan) -> list[int]:
         _run_finish(run, step.outcome)
         return []
     ready = step.ready
+    _run_pause_or_resume(run, bool(ready) or any(s in BUSY_NODE_STATUSES for s in states.values()), states)
     if not ready:
         return []
     NodeRun.objects.filter(run=run, node_id__in=ready, status=NodeStatus.PENDING).update(status=NodeStatus.QUEUED, queued_at=timezone.now())
@@ -143,6 +144,21 @@ def run_advance(run: Run, plan: Plan) -> list[int]:
     signals.nodes_queued.send(sender=Run, run=run, node_ids=ready)
     ids = {node_id: pk for node_id, _, pk in rows}
     return [ids[n] for n in ready]
+
+
+BUSY_NODE_STATUSES = frozenset({NodeStatus.QUEUED, NodeStatus.RUNNING, NodeStatus.RETRY_WAIT})
+
+
+def _run_pause_or_resume(run: Run, busy: bool, states: dict[str, str]) -> None:
+    """running -> waiting_review when nothing can go on but review gates; back when something can."""
+    if run.status == RunStatus.RUNNING and not busy and NodeStatus.WAITING_REVIEW in states.values():
+        if Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(status=RunStatus.WAITING_REVIEW):
+            run.status = RunStatus.WAITING_REVIEW
+            signals.run_paused.send(sender=Run, run=run)
+    elif run.status == RunStatus.WAITING_REVIEW and busy:
+        if Run.objects.filter(pk=run.pk, status=RunStatus.WAITING_REVIEW).update(status=RunStatus.RUNNING):
+            run.status = RunStatus.RUNNING
+            signals.run_resumed.send(sender=Run, run=run)
 
 
 def _router_choices(run: Run, plan: Plan, states: dict[str, str]) -> dict[str, str | None]:
@@ -288,6 +304,8 @@ def _attempt_result(claim: executors.Claim, outcome: executors.Outcome, policy: 
         usage["model"] = outcome.model
     if outcome.ok:
         return {"status": NodeStatus.SUCCEEDED, "output": outcome.output, "error": "", "error_class": "", "finished_at": now, **usage}
+    if outcome.awaits_review:
+        return {"status": NodeStatus.WAITING_REVIEW, "error": "", "error_class": "", "lease_expires_at": None}
     errors = {"error": outcome.error, "error_class": outcome.error_class, "lease_expires_at": None}
     if outcome.deferred_until is not None:  # the call was never made: this attempt is not spent
         return {"status": NodeStatus.RETRY_WAIT, "deferrals": claim.deferrals + 1, "next_attempt_at": outcome.deferred_until, **errors, **chain}
@@ -331,7 +349,7 @@ def node_run_complete(*, claim: executors.Claim, outcome: executors.Outcome) -> 
             return []
         # The run's tokens and cost were added when each call was stored (``budgets.budget_settle``).
         node_run = NodeRun(pk=claim.node_run_id, run_id=run.pk, node_id=claim.node.id, attempt=claim.attempt)
-        _signal_outcome(run, node_run, outcome, fields)
+        _signal_outcome(run, node_run, outcome, fields, claim)
         if fields["status"] == NodeStatus.RETRY_WAIT:
             _schedule_retry(claim.node_run_id, (fields["next_attempt_at"] - now).total_seconds())
             return []
@@ -349,10 +367,13 @@ def _run_stop_over_budget(run: Run, node_id: str, reason: str) -> None:
     run_end(run, RunStatus.BUDGET_EXCEEDED, f"node '{node_id}' stopped the run: {reason}", reason="run over budget")
 
 
-def _signal_outcome(run: Run, node_run: NodeRun, outcome: executors.Outcome, fields: dict[str, Any]) -> None:
+def _signal_outcome(run: Run, node_run: NodeRun, outcome: executors.Outcome, fields: dict[str, Any], claim: executors.Claim) -> None:
     if outcome.reused_call_id is not None:
         signals.provider_response_reused.send(sender=NodeRun, run=run, node_run=node_run, call_id=outcome.reused_call_id)
-    if fields["status"] == NodeStatus.SUCCEEDED:
+    if fields["status"] == NodeStatus.WAITING_REVIEW:
+        node_run.input, node_run.input_hash = claim.input, claim.input_hash
+        signals.node_waiting_review.send(sender=NodeRun, run=run, node_run=node_run, node=claim.node)
+    elif fields["status"] == NodeStatus.SUCCEEDED:
         signals.node_succeeded.send(sender=NodeRun, run=run, node_run=node_run)
     elif fields["status"] == NodeStatus.RETRY_WAIT:
         deferred = outcome.deferred_until is not None
@@ -369,6 +390,34 @@ def _schedule_retry(node_run_id: int, delay: float) -> None:
     a countdown longer than the broker's visibility timeout would be delivered twice."""
     if delay <= settings.DAGWRIGHT_MAX_COUNTDOWN_SECONDS:
         _send_on_commit(node_run_id, countdown=max(0.0, delay))
+
+
+def node_run_review_decided(*, run: Run, node_id: str, attempt: int, decision: dict[str, Any], error: str = "") -> list[int]:
+    """A review gate's decision lands: waiting_review -> succeeded with ``decision`` as its output,
+    or failed with ``error`` (a rejection without an on_reject route), then the run advances.
+
+    The caller holds the run's lock (``run_lock``) in its transaction and dispatches the returned
+    node runs. Compare-and-set on (status, attempt): raises ReviewGateClosed when the gate no
+    longer waits (the run was cancelled, or the decision already landed).
+    """
+    fields: dict[str, Any] = {"finished_at": timezone.now(), "output": decision}
+    fields |= {"status": NodeStatus.FAILED, "error": error, "error_class": "review_rejected"} if error else {"status": NodeStatus.SUCCEEDED}
+    waiting = NodeRun.objects.filter(run=run, node_id=node_id, status=NodeStatus.WAITING_REVIEW, attempt=attempt)
+    node_run = waiting.only("pk", "node_id", "attempt").first()
+    if node_run is None or not waiting.update(**fields):
+        raise ReviewGateClosed(node_id)
+    signals.node_reviewed.send(sender=NodeRun, run=run, node_run=node_run, decision=decision, status=fields["status"])
+    if error:
+        signals.node_failed.send(sender=NodeRun, run=run, node_run=node_run, error=error, error_class="review_rejected")
+    else:
+        signals.node_succeeded.send(sender=NodeRun, run=run, node_run=node_run)
+    if run.status not in ACTIVE_RUN_STATUSES:
+        return []
+    return run_advance(run, run.version.plan)
+
+
+class ReviewGateClosed(Exception):
+    """The review gate no longer waits for a decision."""
 
 
 def node_run_execute(*, node_run_id: int) -> None:

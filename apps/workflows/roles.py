@@ -24,6 +24,11 @@ def _groups(user: Any) -> set[str]:
     return cached
 
 
+def user_groups(user: Any) -> set[str]:
+    """The names of the user's groups (cached on the user object for the request)."""
+    return _groups(user)
+
+
 def is_admin(user: Any) -> bool:
     return bool(getattr(user, "is_authenticated", False) and user.is_active and user.is_superuser) or ADMINS in _groups(user)
 
