@@ -17,6 +17,14 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+@app.task(name="runs.probe", ignore_result=True)
+def probe() -> None:
+    """The consumer watchdog's probe (orchestrator_site.watchdog): receiving it is the point."""
+
+
+from . import watchdog  # noqa: E402, F401  (connects the watchdog to the worker's signals)
+
+
 @task_prerun.connect
 def _close_old_connections(**kwargs: object) -> None:
     """What Django does at each request: drop a connection that broke or outlived CONN_MAX_AGE.

@@ -145,6 +145,12 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # compare-and-set and their redelivered messages are dropped by the claim.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_ALWAYS_EAGER = False
+# The consumer watchdog (orchestrator_site.watchdog) probes each worker through its own direct
+# queue; on by default with Redis, where workers have been seen to stop consuming after a reset.
+DAGWRIGHT_WATCHDOG_SECONDS = float(os.environ.get("DAGWRIGHT_WATCHDOG_SECONDS", "0" if CELERY_BROKER_URL.startswith("filesystem") else "15"))
+DAGWRIGHT_WATCHDOG_TIMEOUT_SECONDS = float(os.environ.get("DAGWRIGHT_WATCHDOG_TIMEOUT_SECONDS", "60"))
+DAGWRIGHT_WATCHDOG_GRACE_SECONDS = float(os.environ.get("DAGWRIGHT_WATCHDOG_GRACE_SECONDS", "10"))
+CELERY_WORKER_DIRECT = DAGWRIGHT_WATCHDOG_SECONDS > 0
 # Celery's Django fixup closes every database connection before and after each task unless this
 # is set: a new PostgreSQL backend per node (measured by bench/overhead: 0.9 connections per
 # node). Reuse them; Django still drops a connection past CONN_MAX_AGE or after an error.

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -214,10 +215,29 @@ class Deployment:
         self.beat: Process | None = None
         self.redis: RedisServer | None = None
         self._started = 0
+        self.restarts = 0
+        self._supervised: list[Worker] = []
+        self._closing = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     def configure(self, **env: Any) -> None:
         """Environment for the processes started from now on."""
         self.env.update({name: str(value) for name, value in env.items()})
+
+    def supervise(self, worker: Worker) -> None:
+        """Start a new worker whenever this one exits, as docker compose's restart policy does
+        (the consumer watchdog stops a worker that no longer consumes, and counts on that)."""
+        self._supervised.append(worker)
+        if self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._supervise_loop, daemon=True)
+            self._supervisor.start()
+
+    def _supervise_loop(self) -> None:
+        while not self._closing.wait(0.5):
+            for index, worker in enumerate(self._supervised):
+                if not worker.alive() and not self._closing.is_set():
+                    self.restarts += 1
+                    self._supervised[index] = self.start_worker(int(worker.cmd[worker.cmd.index("-c") + 1]))
 
     def start_worker(self, concurrency: int = 2) -> Worker:
         self._started += 1
@@ -260,6 +280,9 @@ class Deployment:
         return "\n".join(f"--- {p.log.name}\n{p.tail(1500)}" for p in [*self.workers, *([self.beat] if self.beat else [])])
 
     def close(self) -> None:
+        self._closing.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
         for process in [*self.workers, *([self.beat] if self.beat else [])]:
             process.kill_group()
         if self.redis is not None:

@@ -24,14 +24,17 @@ from tests.runs.helpers import wait_for_run
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.reliability]
 
 RUNS = 50
+# A worker that stops consuming after the reset (celery/celery#10205) stops itself within seconds
+# and its supervisor starts another (orchestrator_site.watchdog).
+WATCHDOG = {"DAGWRIGHT_WATCHDOG_SECONDS": 1, "DAGWRIGHT_WATCHDOG_TIMEOUT_SECONDS": 5, "DAGWRIGHT_WATCHDOG_GRACE_SECONDS": 2}
 RUNS_WHILE_DOWN = 5
 MAX_ATTEMPTS = 5
 
 
 def test_every_run_finishes_when_redis_restarts_empty_in_the_middle(deployment, report):
     redis = deployment.start_redis(breaker_store=True)
-    deployment.configure(DAGWRIGHT_SWEEP_SECONDS=0.5, DAGWRIGHT_REDISPATCH_SECONDS=2, DAGWRIGHT_LEASE_SECONDS=5)
-    deployment.start_worker(concurrency=4)
+    deployment.configure(DAGWRIGHT_SWEEP_SECONDS=0.5, DAGWRIGHT_REDISPATCH_SECONDS=2, DAGWRIGHT_LEASE_SECONDS=5, **WATCHDOG)
+    deployment.supervise(deployment.start_worker(concurrency=4))
     deployment.start_beat()
     version = save_five_node_workflow("redis-restart", MAX_ATTEMPTS)
 
@@ -62,7 +65,8 @@ def test_every_run_finishes_when_redis_restarts_empty_in_the_middle(deployment, 
     report(
         f"Redis killed with {in_flight} runs in flight, down {up_at - down_at:.1f} s, {len(during_outage)} runs started while it was down; "
         f"the sweeper sent {resent} queued nodes again; "
-        f"all {len(run_ids)} runs succeeded {finished_at - up_at:.1f} s after the restart ({finished_at - started_at:.1f} s in all)"
+        f"all {len(run_ids)} runs succeeded {finished_at - up_at:.1f} s after the restart ({finished_at - started_at:.1f} s in all); "
+        f"the consumer watchdog restarted {deployment.restarts} workers"
     )
 
 

@@ -1,0 +1,101 @@
+"""The consumer watchdog: a worker that has stopped receiving messages stops, so that its
+supervisor (docker compose's restart policy, systemd, ``bin/dev``) starts a fresh one.
+
+Celery workers on Redis have been seen to stay up after a broker connection reset while no
+longer consuming anything (celery/celery#8030, #9054, #10205, #10302). A worker in that state
+is worse than a dead one: nothing notices it, and it may even take messages off the queue and
+lose them. The sweeper sends lost nodes again, but only a worker that consumes can run them.
+
+So every ``DAGWRIGHT_WATCHDOG_SECONDS`` the worker sends a probe task to its own direct queue
+(``worker_direct``, which only it consumes). A healthy consumer with a free pool slot receives
+it within milliseconds. When a probe sent more than ``DAGWRIGHT_WATCHDOG_TIMEOUT_SECONDS`` ago
+has still not arrived although a pool slot has been free for ``DAGWRIGHT_WATCHDOG_GRACE_SECONDS``
+(a worker whose slots are all busy legitimately receives nothing), the worker shuts down: warm
+first (running nodes finish), then at once. A probe that cannot be sent (the broker is down)
+proves nothing and is not counted; Celery reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from celery.signals import task_received, worker_ready
+from celery.utils.nodenames import worker_direct
+from celery.worker import state
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+PROBE_TASK = "runs.probe"
+_received: set[str] = set()
+
+
+@task_received.connect
+def _probe_arrived(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
+    if request is not None and request.name == PROBE_TASK:
+        _received.add(request.id)
+
+
+@worker_ready.connect
+def _start(sender: Any = None, **kwargs: Any) -> None:
+    if settings.DAGWRIGHT_WATCHDOG_SECONDS <= 0 or not settings.CELERY_WORKER_DIRECT:
+        return
+    watchdog = ConsumerWatchdog(sender.app, sender.hostname, int(sender.controller.concurrency))
+    threading.Thread(target=watchdog.run, name="consumer-watchdog", daemon=True).start()
+
+
+class ConsumerWatchdog:
+    def __init__(self, app: Any, hostname: str, concurrency: int):
+        self.app, self.queue, self.concurrency = app, worker_direct(hostname), concurrency
+        self.interval = settings.DAGWRIGHT_WATCHDOG_SECONDS
+        self.timeout = settings.DAGWRIGHT_WATCHDOG_TIMEOUT_SECONDS
+        self.grace = settings.DAGWRIGHT_WATCHDOG_GRACE_SECONDS
+        self.probe: tuple[str, float] | None = None  # (task id, sent at)
+        self.last_sent = 0.0
+        self.free_since: float | None = None
+
+    def run(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.interval))
+            now = time.monotonic()
+            if self.stuck(now):
+                self.stop(now)
+                return
+            if self.probe is None and now - self.last_sent >= self.interval:
+                self.send(now)
+
+    def stuck(self, now: float) -> bool:
+        busy = len(state.reserved_requests) >= self.concurrency
+        self.free_since = None if busy else (self.free_since or now)
+        if self.probe is not None and self.probe[0] in _received:
+            _received.discard(self.probe[0])
+            self.probe = None
+        if self.probe is None or self.free_since is None:
+            return False
+        return now - self.probe[1] > self.timeout and now - self.free_since > self.grace
+
+    def send(self, now: float) -> None:
+        self.last_sent = now
+        try:
+            with self.app.connection_for_write() as connection:
+                result = self.app.send_task(PROBE_TASK, queue=self.queue, expires=2 * self.timeout, connection=connection, retry=False)
+        except Exception as exc:  # noqa: BLE001 - the broker is away: Celery reconnects, nothing to judge
+            log.warning("consumer watchdog: probe not sent (%s)", exc)
+            return
+        self.probe = (result.id, now)
+
+    def stop(self, now: float) -> None:
+        assert self.probe is not None
+        log.critical(
+            "consumer watchdog: a probe sent %.0f s ago never arrived although a pool slot was free: "
+            "this worker no longer consumes; stopping it so that its supervisor starts a fresh one",
+            now - self.probe[1],
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(max(5.0, self.grace))
+        log.critical("consumer watchdog: warm shutdown did not finish; exiting now")
+        os._exit(70)
