@@ -83,7 +83,7 @@ class ConsumerWatchdog:
         try:
             with self.app.connection_for_write() as connection:
                 result = self.app.send_task(PROBE_TASK, queue=self.queue, expires=2 * self.timeout, connection=connection, retry=False)
-        except Exception as exc:  # noqa: BLE001 - the broker is away: Celery reconnects, nothing to judge
+        except Exception as exc:  # the broker is away: Celery reconnects by itself, nothing to judge
             log.warning("consumer watchdog: probe not sent (%s)", exc)
             return
         self.probe = (result.id, now)

@@ -16,6 +16,7 @@ from ninja import NinjaAPI
 from ninja.openapi.schema import OpenAPISchema
 
 from apps.providers.api import router as providers_router
+from apps.reviews.api import router as reviews_router
 from apps.runs.api import router as runs_router
 from apps.workflows.api import router as workflows_router
 from apps.workflows.roles import can_view
@@ -24,7 +25,7 @@ from . import problems
 from .auth import requires
 from .parser import StrictJSONParser
 
-DESCRIPTION = """Start and read workflow runs, and publish workflow definitions.
+DESCRIPTION = """Start and read workflow runs, publish workflow definitions, and decide review gates.
 
 Authenticate with `Authorization: Bearer dw_...` (`manage.py create_api_token <username>`) or a
 signed-in session (unsafe methods then need the `X-CSRFToken` header). Every error is an RFC 9457
@@ -91,3 +92,4 @@ problems.install(api)
 api.add_router("/v1", workflows_router)
 api.add_router("/v1", runs_router)
 api.add_router("/v1", providers_router)
+api.add_router("/v1", reviews_router)

@@ -23,6 +23,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from apps.engine.definition import pydantic_problems
 from apps.engine.errors import DefinitionError, InputError, Problem
+from apps.reviews.services import DecisionInvalid, ReviewConflict, ReviewForbidden, ReviewNotFound
 from apps.runs.services import IdempotencyConflict
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,16 @@ class UnknownReference(Exception):
         super().__init__(message)
 
 
-def problem_response(status: int, detail: str, *, kind: str = "", title: str = "", errors: Iterable[dict[str, str]] = ()) -> HttpResponse:
-    """A problem+json response; without ``kind`` the type is ``about:blank`` and the title the status phrase."""
+def problem_response(
+    status: int, detail: str, *, kind: str = "", title: str = "", errors: Iterable[dict[str, str]] = (), extra: dict[str, Any] | None = None
+) -> HttpResponse:
+    """A problem+json response; without ``kind`` the type is ``about:blank`` and the title the status phrase.
+
+    ``extra`` adds extension members (RFC 9457 3.2), such as who decided a review first; they
+    never replace a standard member.
+    """
     body = {
+        **(extra or {}),
         "type": TYPE_PREFIX + kind if kind else "about:blank",
         "title": title or HTTPStatus(status).phrase,
         "status": status,
@@ -129,6 +137,27 @@ def on_idempotency_conflict(request: HttpRequest, exc: IdempotencyConflict) -> H
     return _problem_list([problem], 409, "idempotency-conflict", "The idempotency key was used for a different request")
 
 
+def on_review_not_found(request: HttpRequest, exc: ReviewNotFound) -> HttpResponse:
+    return problem_response(404, f"review {exc} not found")
+
+
+def on_review_forbidden(request: HttpRequest, exc: ReviewForbidden) -> HttpResponse:
+    return problem_response(403, f"user '{request.auth.get_username()}' may read review {exc} but not decide it: it is not assigned to them")
+
+
+def on_review_conflict(request: HttpRequest, exc: ReviewConflict) -> HttpResponse:
+    # Who decided and when, in the detail for people and as members for programs.
+    decided_at = exc.decided_at.isoformat() if exc.decided_at else None
+    when = f" at {decided_at}" if decided_at else ""
+    detail = f"{exc} (decided by {exc.decided_by}{when})" if exc.decided_by else f"{exc} (closed{when})" if when else str(exc)
+    extra = {"decided_by": exc.decided_by or None, "decided_at": decided_at, "review_status": exc.task.status, "version": exc.task.version}
+    return problem_response(409, detail, kind="review-conflict", title="The review was decided or changed by someone else first", extra=extra)
+
+
+def on_decision_invalid(request: HttpRequest, exc: DecisionInvalid) -> HttpResponse:
+    return _problem_list(exc.problems, 422, "invalid-decision", "The decision cannot be taken as sent")
+
+
 def _model_words(exc: ObjectDoesNotExist) -> str:
     model = type(exc).__qualname__.split(".")[0]  # "WorkflowVersion.DoesNotExist" -> "WorkflowVersion"
     return re.sub(r"(?<!^)(?=[A-Z])", " ", model).lower() if model != "ObjectDoesNotExist" else "object"
@@ -168,6 +197,10 @@ HANDLERS: dict[type[Exception], Callable[[HttpRequest, Any], HttpResponse]] = {
     InputError: on_input_error,
     UnknownReference: on_unknown_reference,
     IdempotencyConflict: on_idempotency_conflict,
+    ReviewNotFound: on_review_not_found,
+    ReviewForbidden: on_review_forbidden,
+    ReviewConflict: on_review_conflict,
+    DecisionInvalid: on_decision_invalid,
     ObjectDoesNotExist: on_not_found,
     Http404: on_not_found,
     AuthenticationError: on_authentication_error,

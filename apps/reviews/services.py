@@ -26,7 +26,7 @@ from apps.engine.spec import LlmNode, ReviewNode, duration_seconds
 from apps.runs.models import NodeRun, NodeStatus, ProviderCall, Run
 from apps.runs.services import ReviewGateClosed, node_run_review_decided, node_runs_dispatch, run_lock
 
-from .access import can_decide, can_view
+from .access import can_decide, can_read_all, can_view
 from .audit import audit_append
 from .models import DecisionKind, ReviewDecision, ReviewStatus, ReviewTask
 
@@ -141,16 +141,21 @@ def review_decide(*, review_id: int, user: Any, decision: Decision, client_addre
     rejection moves the gate on and advances the run in the same transaction.
     """
     task = review_get(review_id=review_id, user=user)
-    if not can_decide(user, task):
-        raise ReviewForbidden(review_id)
+    _check_allowed(task, user)
     edited = _checked(task, decision)
     with transaction.atomic():
         run = run_lock(task.run_id)
         task = ReviewTask.objects.select_for_update().get(pk=review_id)
+        _check_allowed(task, user)  # again under the lock: an escalation may have reassigned it since
         _check_current(task, decision, user)
         queued = _apply(task, run, user, decision, edited, client_address)
     node_runs_dispatch(queued)
     return task
+
+
+def _check_allowed(task: ReviewTask, user: Any) -> None:
+    if not can_decide(user, task):
+        raise ReviewForbidden(task.pk) if can_read_all(user) else ReviewNotFound(task.pk)
 
 
 def _checked(task: ReviewTask, decision: Decision) -> Any:
@@ -204,8 +209,12 @@ def _apply(task: ReviewTask, run: Run, user: Any, decision: Decision, edited: An
     )  # fmt: skip
     actor = reviewer or "escalation"
     if decision.kind == DecisionKind.EDIT:
-        audit_append(event="edited", review=task, actor=actor, client_address=client_address, decision="edit", comment=decision.comment, before=before, after=edited)
-    audit_append(event="decided", review=task, actor=actor, client_address=client_address, decision=decision.kind, comment=decision.comment, before=before, after=after)
+        audit_append(
+            event="edited", review=task, actor=actor, client_address=client_address, decision="edit", comment=decision.comment, before=before, after=edited
+        )
+    audit_append(
+        event="decided", review=task, actor=actor, client_address=client_address, decision=decision.kind, comment=decision.comment, before=before, after=after
+    )
     now = timezone.now()
     task.version += 1
     task.current_output = after
@@ -232,9 +241,9 @@ def _gate_moves_on(task: ReviewTask, run: Run, decision: Decision) -> list[int]:
     try:
         return node_run_review_decided(run=run, node_id=task.node_id, attempt=task.attempt, decision=output, error=error)
     except ReviewGateClosed:
-        # The run ended while the task was pending (a cancel racing this decision lost the lock
-        # first): the decision stays recorded; nothing moves on.
-        return []
+        # Cannot happen while cancels close their reviews under the run's lock; if it ever does,
+        # refuse the whole decision (rolled back) rather than record one that moved nothing.
+        raise ReviewConflict(task, "the gate no longer waits: its run ended before this decision") from None
 
 
 def output_diff(before: Any, after: Any) -> str:
@@ -314,7 +323,10 @@ def _escalate(review_id: int, now: datetime) -> int:
             return 1
         task.save(update_fields=["escalated_at"])
         audit_append(event="escalated", review=task, decision=action, comment=f"overdue: {action}ed by the definition's escalation", before=before)
-        decision = Decision(kind=DecisionKind.APPROVE if action == "approve" else DecisionKind.REJECT, comment=f"overdue since {task.due_at:%Y-%m-%d %H:%M} UTC: escalation {action}")
+        decision = Decision(
+            kind=DecisionKind.APPROVE if action == "approve" else DecisionKind.REJECT,
+            comment=f"overdue since {task.due_at:%Y-%m-%d %H:%M} UTC: escalation {action}",
+        )
         queued = _apply(task, run, None, decision, None, None, by_escalation=True)
     node_runs_dispatch(queued)
     return 1

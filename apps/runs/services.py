@@ -27,7 +27,7 @@ from apps.engine.spec import RetryPolicy
 from apps.workflows.models import Workflow, WorkflowVersion
 from apps.workflows.selectors import version_get, version_plan
 
-from . import budgets, executors, signals
+from . import budgets, executors, signals, telemetry
 from .leases import lease_kept, lease_until
 from .models import ACTIVE_RUN_STATUSES, NodeRun, NodeStatus, Run, RunStatus
 
@@ -106,13 +106,15 @@ def _idempotent_run(user: Any, key: str, version: WorkflowVersion, input: dict[s
 
 def _create_run(plan: Plan, version: WorkflowVersion, input: dict[str, Any], key: str | None, user: Any, options: dict[str, Any]) -> Run:
     budget_tokens, budget_cost = budgets.run_limits(plan.spec.budget, options)
-    run = Run.objects.create(
+    run = Run(
         workflow_id=version.workflow_id, version=version, input=input, idempotency_key=key or None, started_by=user, options=options,
         budget_tokens=budget_tokens, budget_cost=budget_cost,
     )  # fmt: skip
-    NodeRun.objects.bulk_create([NodeRun(run=run, node_id=n, node_type=plan.node(n).type) for n in plan.order])
-    signals.run_created.send(sender=Run, run=run)
-    node_runs_dispatch(run_advance(run, plan))
+    with telemetry.run_span(run, plan.spec.name):  # the run's root span: its traceparent goes in the row
+        run.save(force_insert=True)
+        NodeRun.objects.bulk_create([NodeRun(run=run, node_id=n, node_type=plan.node(n).type) for n in plan.order])
+        signals.run_created.send(sender=Run, run=run)
+        node_runs_dispatch(run_advance(run, plan))
     return run
 
 
@@ -155,10 +157,9 @@ def _run_pause_or_resume(run: Run, busy: bool, states: dict[str, str]) -> None:
         if Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(status=RunStatus.WAITING_REVIEW):
             run.status = RunStatus.WAITING_REVIEW
             signals.run_paused.send(sender=Run, run=run)
-    elif run.status == RunStatus.WAITING_REVIEW and busy:
-        if Run.objects.filter(pk=run.pk, status=RunStatus.WAITING_REVIEW).update(status=RunStatus.RUNNING):
-            run.status = RunStatus.RUNNING
-            signals.run_resumed.send(sender=Run, run=run)
+    elif run.status == RunStatus.WAITING_REVIEW and busy and Run.objects.filter(pk=run.pk, status=RunStatus.WAITING_REVIEW).update(status=RunStatus.RUNNING):
+        run.status = RunStatus.RUNNING
+        signals.run_resumed.send(sender=Run, run=run)
 
 
 def _router_choices(run: Run, plan: Plan, states: dict[str, str]) -> dict[str, str | None]:
@@ -219,6 +220,7 @@ def run_end(run: Run, status: str, error: str, *, reason: str) -> bool:
 CLAIM_FIELDS = (
     *("run_id", "node_id", "status", "attempt", "deferrals", "attempt_base", "next_attempt_at", "passed_over"),
     *("run__version_id", "run__version__content_hash", "run__input", "run__options", "run__status", "run__budget_tokens", "run__budget_cost"),
+    "run__traceparent",
 )
 
 
@@ -255,7 +257,7 @@ def node_run_claim(*, node_run_id: int) -> executors.Claim | None:
     budgeted = row["run__budget_tokens"] is not None or row["run__budget_cost"] is not None
     claim = executors.Claim(
         node_run_id, row["run_id"], node, attempt, prepared, content_hash(prepared), row["run__options"], row["deferrals"], row["attempt_base"],
-        tuple(row["passed_over"] or ()), budgeted,
+        tuple(row["passed_over"] or ()), budgeted, traceparent=row["run__traceparent"], workflow=plan.spec.name,
     )  # fmt: skip
     with transaction.atomic():
         won = NodeRun.objects.filter(pk=node_run_id, status=row["status"], attempt=row["attempt"]).update(
@@ -428,11 +430,13 @@ def node_run_execute(*, node_run_id: int) -> None:
     """
     next_id: int | None = node_run_id
     while next_id is not None:
+        claiming = telemetry.now()
         claim = node_run_claim(node_run_id=next_id)
         if claim is None:
             return
-        with lease_kept(claim.node_run_id, claim.attempt):
-            outcome = executors.execute(claim)
-        queued = node_run_complete(claim=claim, outcome=outcome)
+        with telemetry.node_span(claim, claiming):  # a child of the run's span, from the claim to the completion
+            with lease_kept(claim.node_run_id, claim.attempt):
+                outcome = telemetry.attempt(claim, executors.execute)
+            queued = node_run_complete(claim=claim, outcome=outcome)
         next_id = queued[0] if queued else None
         node_runs_dispatch(queued[1:])

@@ -39,7 +39,7 @@ CASES = {
     "unknown type": (
         [llm_node("draft"), {"id": "query", "type": "sql"}],
         "/nodes/1",
-        "node 'query': unknown node type 'sql' (known: llm, tool, router)",
+        "node 'query': unknown node type 'sql' (known: llm, tool, router, review)",
     ),
     "template reads a node that is not upstream": (
         [llm_node("draft"), llm_node("review", "Check {{ nodes.draft }}.")],

@@ -20,7 +20,8 @@ def test_a_worker_that_stops_consuming_stops_itself_and_is_replaced(deployment, 
     worker = deployment.start_worker(concurrency=2)
     deployment.supervise(worker)
     time.sleep(4)  # several probes go round while the consumer is healthy
-    assert worker.alive() and TRIPPED not in worker.log.read_text()
+    assert worker.alive()
+    assert TRIPPED not in worker.log.read_text()
 
     from orchestrator_site.celery import app
 

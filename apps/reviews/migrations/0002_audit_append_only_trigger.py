@@ -24,7 +24,7 @@ DROP FUNCTION IF EXISTS reviews_auditentry_append_only();
 
 def forwards(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(CREATE)
+        schema_editor.execute(CREATE, params=None)  # no parameters: the % in RAISE is PL/pgSQL's, not a placeholder
 
 
 def backwards(apps, schema_editor):
