@@ -6,12 +6,13 @@ references) by ``graph.check``. ``definition.load`` runs both and reports every 
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from . import templating
@@ -202,8 +203,16 @@ class RouterNode(NodeBase):
         return self
 
 
-Duration = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,5}[smhd]$", description="a duration such as 90s, 30m, 4h or 2d")]
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _check_duration(value: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]{0,5}[smhd]", value):
+        raise ValueError(f"'{value}' is not a duration: write a number and a unit, such as 90s, 30m, 4h or 2d")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_check_duration), Field(description="a duration such as 90s, 30m, 4h or 2d")]
 
 
 def duration_seconds(value: str) -> int:

@@ -298,7 +298,9 @@ def reviews_close_for_nodes(*, run: Run, node_ids: list[str], reason: str) -> in
 def reviews_escalate_overdue(*, now: datetime | None = None) -> int:
     """Escalate every pending review past its due time, as its definition says. Run by beat."""
     now = now or timezone.now()
-    overdue = ReviewTask.objects.filter(status=ReviewStatus.PENDING, due_at__lt=now).exclude(escalation=None)
+    # Escalated once: a reassigned review that is overdue again stays with its escalation group
+    # (it shows as overdue) rather than being handed over again and again.
+    overdue = ReviewTask.objects.filter(status=ReviewStatus.PENDING, due_at__lt=now, escalated_at=None).exclude(escalation=None)
     return sum(_escalate(pk, now) for pk in overdue.values_list("pk", flat=True)[:500])
 
 
@@ -307,7 +309,7 @@ def _escalate(review_id: int, now: datetime) -> int:
     with transaction.atomic():
         run = run_lock(run_id)
         task = ReviewTask.objects.select_for_update().get(pk=review_id)
-        if task.status != ReviewStatus.PENDING or task.due_at is None or task.due_at >= now:
+        if task.status != ReviewStatus.PENDING or task.due_at is None or task.due_at >= now or task.escalated_at is not None:
             return 0  # decided, or escalated by another sweeper, since it was listed
         action = task.escalation["action"]
         before = {"due_at": task.due_at.isoformat(), "groups": sorted(task.assigned_groups.values_list("name", flat=True))}

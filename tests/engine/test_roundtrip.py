@@ -42,15 +42,33 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "retry": {"max_attempts": 1, "backoff_seconds": 0, "backoff_cap_seconds": 0},
         "trigger_rule": "one_success",
     },
+    "review": {
+        "id": "check",
+        "type": "review",
+        "depends_on": ["stats"],
+        "description": "A person checks the counts",
+        "subject": "stats",
+        "instructions": "Approve when the counts look right; reject with a reason otherwise.",
+        "assignees": ["rita", "sam"],
+        "groups": ["reviewers", "editors"],
+        "approvals_required": 2,
+        "due_in": "30m",
+        "escalation": {"action": "approve", "allow_auto_approve": True},
+        "on_reject": "recount",
+        "retry": {"max_attempts": 1, "backoff_seconds": 0, "backoff_cap_seconds": 0},
+        "trigger_rule": "all_success",
+    },
 }
-# Nodes an example needs after it (a router's routes are its direct successors).
+# Nodes an example needs after it (a router's routes and a review's on_reject are its direct successors).
 SUCCESSORS: dict[str, list[dict[str, Any]]] = {
     "router": [tool("review", depends_on=["triage"]), tool("publish", depends_on=["triage"], trigger_rule="all_done")],
+    "review": [tool("recount", depends_on=["check"]), tool("publish", depends_on=["check"])],
 }
 MINIMAL: dict[str, list[dict[str, Any]]] = {
     "llm": [llm("a")],
     "tool": [tool("a")],
     "router": [{"id": "a", "type": "router", "routes": ["b"], "rules": [], "default": "b"}, tool("b", depends_on=["a"])],
+    "review": [{"id": "a", "type": "review", "depends_on": ["b"]}, tool("b")],
 }
 
 

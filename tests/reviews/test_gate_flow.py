@@ -15,7 +15,9 @@ from tests.factories import save_workflow
 from tests.reviews.helpers import gated_definition, start_gated_run
 from tests.runs.helpers import drain
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# These runs execute in this process (drain): their messages go to a queue no worker consumes, or
+# the session's worker (started by any test that uses it) would race drain for them.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("unconsumed_queue")]
 
 
 def states(run) -> dict[str, str]:
@@ -28,10 +30,13 @@ def test_a_gate_pauses_the_run_and_freezes_what_is_approved(reviewer):
     assert run.status == RunStatus.WAITING_REVIEW
     assert states(run) == {"draft": "succeeded", "gate": "waiting_review", "send": "pending"}
     draft = NodeRun.objects.get(run=run, node_id="draft")
-    assert task.subject == draft.output and task.subject_hash == content_hash({"subject": "draft", "output": draft.output})
-    assert task.context["input"] == {"topic": "a refund"} and task.context["upstream"] == {"draft": draft.output}
+    assert task.subject == draft.output
+    assert task.subject_hash == content_hash({"subject": "draft", "output": draft.output})
+    assert task.context["input"] == {"topic": "a refund"}
+    assert task.context["upstream"] == {"draft": draft.output}
     assert task.context["calls"] == list(ProviderCall.objects.filter(node_run=draft).values_list("pk", flat=True))
-    assert task.instructions == "Check the reply." and task.approvals_required == 1
+    assert task.instructions == "Check the reply."
+    assert task.approvals_required == 1
     assert list(task.assigned_groups.values_list("name", flat=True)) == ["reviewers"]
 
 
@@ -39,7 +44,8 @@ def test_other_branches_go_on_while_a_gate_waits():
     version = save_workflow(gated_definition("side", side_branch=True))
     run = drain(run_start(workflow=version.workflow, input={"topic": "x"}))
 
-    assert states(run)["side"] == "succeeded" and states(run)["gate"] == "waiting_review"
+    assert states(run)["side"] == "succeeded"
+    assert states(run)["gate"] == "waiting_review"
     assert run.status == RunStatus.WAITING_REVIEW
 
 
@@ -53,7 +59,8 @@ def test_approval_continues_the_run_without_running_anything_upstream_again(revi
     assert run.status == RunStatus.SUCCEEDED
     assert ProviderCall.objects.count() == calls
     gate = NodeRun.objects.get(run=run, node_id="gate")
-    assert gate.output["decision"] == "approved" and gate.output["decided_by"] == [reviewer.username]
+    assert gate.output["decision"] == "approved"
+    assert gate.output["decided_by"] == [reviewer.username]
     assert NodeRun.objects.get(run=run, node_id="draft").attempt == 1
 
 
@@ -68,7 +75,8 @@ def test_an_edit_is_what_downstream_nodes_receive(reviewer):
     send = NodeRun.objects.get(run=run, node_id="send")
     assert send.input["args"]["text"] == "We refund you in full today"
     decision = task.decisions.get()
-    assert decision.original == task.subject and decision.edited == edited
+    assert decision.original == task.subject
+    assert decision.edited == edited
     assert '+  "reply": "We refund you in full today"' in decision.diff
 
 
@@ -80,7 +88,8 @@ def test_an_edit_that_breaks_the_producing_nodes_schema_is_refused_with_pointers
 
     assert {p.pointer for p in caught.value.problems} == {"/output/reply", "/output/priority"}
     task.refresh_from_db()
-    assert task.status == ReviewStatus.PENDING and task.decisions.count() == 0
+    assert task.status == ReviewStatus.PENDING
+    assert task.decisions.count() == 0
     assert states(run)["gate"] == "waiting_review"
 
 
@@ -94,8 +103,10 @@ def test_a_rejection_needs_a_reason_and_fails_the_gate(reviewer):
 
     assert run.status == RunStatus.FAILED
     gate = NodeRun.objects.get(run=run, node_id="gate")
-    assert gate.status == NodeStatus.FAILED and gate.error_class == "review_rejected"
-    assert "wrong customer" in gate.error and states(run)["send"] == "cancelled"
+    assert gate.status == NodeStatus.FAILED
+    assert gate.error_class == "review_rejected"
+    assert "wrong customer" in gate.error
+    assert states(run)["send"] == "cancelled"
 
 
 def test_a_rejection_follows_the_on_reject_route(reviewer):
@@ -146,5 +157,10 @@ def test_every_step_is_in_a_verifying_audit_chain(reviewer):
     review_decide(review_id=task.pk, user=reviewer, decision=Decision("edit", output={"reply": "ok then", "priority": 1}), client_address="10.0.0.7")
 
     events = list(AuditEntry.objects.filter(review=task).values_list("event", "actor", "client_address"))
-    assert events == [("created", "system", ""), ("assigned", "system", ""), ("edited", reviewer.username, "10.0.0.7"), ("decided", reviewer.username, "10.0.0.7")]
+    assert events == [
+        ("created", "system", ""),
+        ("assigned", "system", ""),
+        ("edited", reviewer.username, "10.0.0.7"),
+        ("decided", reviewer.username, "10.0.0.7"),
+    ]
     assert audit_verify().ok
