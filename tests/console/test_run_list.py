@@ -123,7 +123,7 @@ def test_rows_stop_polling_when_every_listed_run_is_over(version, operator_clien
     html = get(operator_client)
     rows = operator_client.get(reverse("console:runs"), headers=HTMX_ROWS)
 
-    assert "hx-trigger" not in html
+    assert "hx-trigger" not in html.split("<main", 1)[1]  # the navigation's review badge polls on every page
     assert rows.status_code == 286
     assert "hx-trigger" not in rows.content.decode()
     assert rows.content.decode().count("<tr>") == 2  # the last state is still swapped in

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from . import exports, views
+
+app_name = "reviews"
+
+urlpatterns = [
+    path("reviews/", views.inbox, name="inbox"),
+    path("reviews/counts/", views.counts, name="counts"),
+    path("reviews/history/", views.history, name="history"),
+    path("reviews/decide/", views.decide_selected, name="decide-selected"),
+    path("reviews/audit/export.csv", exports.audit_csv, name="audit-csv"),
+    path("reviews/audit/export.json", exports.audit_json, name="audit-json"),
+    path("reviews/<int:review_id>/", views.review_detail, name="detail"),
+    path("reviews/<int:review_id>/decide/", views.review_decide_view, name="decide"),
+]
