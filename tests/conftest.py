@@ -168,6 +168,8 @@ def celery_worker(test_database_url: str, test_queue: str) -> Iterator[WorkerPro
         "DAGWRIGHT_SIM_LATENCY": "fixed:0",
         "DB_CONN_MAX_AGE": "0",
         "DAGWRIGHT_BREAKER_KEY_PREFIX": BREAKER_PREFIX,
+        # The worker's finished spans as JSON lines (orchestrator_site.telemetry), for tests/site/test_telemetry.py.
+        "DAGWRIGHT_OTEL_SPANS_FILE": str(Path(settings.VAR_DIR) / f"spans-{queue}.jsonl"),
     }
     worker = WorkerProcess(queue, env, concurrency=4, pool="threads")
     worker.start()

@@ -6,4 +6,4 @@ class RunsConfig(AppConfig):
     label = "runs"
 
     def ready(self) -> None:
-        from . import receivers, tools  # noqa: F401  (the event log's receivers; built-in tools)
+        from . import receivers, telemetry, tools  # noqa: F401  (the event log's and telemetry's receivers; built-in tools)

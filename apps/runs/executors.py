@@ -29,6 +29,7 @@ from apps.providers.pricing import call_cost
 from apps.providers.registry import provider_for
 from apps.providers.simulated import schema_errors
 
+from . import telemetry
 from .budgets import OVER_BUDGET, Reservation, budget_reserve, budget_settle
 from .models import ProviderCall, Run
 
@@ -50,6 +51,8 @@ class Claim:
     attempt_base: int = 0  # attempts spent before an operator retried the run: they no longer count
     passed_over: tuple[dict[str, str], ...] = ()  # models of the chain passed over in earlier attempts
     budgeted: bool = False  # the run has a budget: every call reserves its worst case first
+    traceparent: str = ""  # the run's span (apps.runs.telemetry): this node's spans join its trace
+    workflow: str = ""  # the workflow's name, for telemetry
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,7 @@ def _try_model(claim: Claim, model: str, repair: str, last: bool) -> Outcome:
         _store(claim.run_id, None, reservation)
         until = datetime.fromtimestamp(decision.retry_at or time.time(), tz=UTC)
         return _failure("circuit_open", f"the circuit for {provider.name}/{model} is open", deferred_until=until, model=model)
-    outcome = _call(claim, provider, breaker, request, reservation)
+    outcome = telemetry.provider_call(claim, provider.name, request, lambda: _call(claim, provider, breaker, request, reservation))
     if not outcome.ok and not outcome.retryable and not last:
         return replace(outcome, error_class="pass_over", error=f"{outcome.error_class}: {outcome.error}")
     return outcome

@@ -61,6 +61,9 @@ class Run(models.Model):
     # A re-run from a node: the run whose outputs upstream of ``rerun_from_node`` it reused.
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
     rerun_from_node = models.CharField(max_length=64, blank=True)
+    # The W3C traceparent of the run's span (apps.runs.telemetry): every worker's node spans join
+    # its trace. Empty when tracing was off as the run started.
+    traceparent = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]
@@ -82,6 +85,12 @@ class Run(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_RUN_STATUSES
+
+    @property
+    def trace_id(self) -> str:
+        """The OpenTelemetry trace id of the run's spans (32 hex digits), or "" when untraced."""
+        parts = self.traceparent.split("-")
+        return parts[1] if len(parts) >= 4 else ""
 
     @property
     def duration(self) -> float | None:

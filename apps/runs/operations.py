@@ -19,7 +19,7 @@ from django.utils import timezone
 from apps.engine.graph import Plan
 from apps.providers.pricing import call_cost
 
-from . import budgets, signals
+from . import budgets, signals, telemetry
 from .models import ACTIVE_RUN_STATUSES, NodeRun, NodeStatus, Run, RunStatus
 from .services import node_runs_dispatch, node_runs_lock, run_advance, run_end, run_lock
 
@@ -200,10 +200,12 @@ def run_rerun_from(*, run: Run, node_id: str, by: Any) -> Run:
         rerun = _rerun_plan(run, node_id, rows)
         user = by if getattr(by, "is_authenticated", False) else None
         budget_tokens, budget_cost = budgets.run_limits(run.version.plan.spec.budget, run.options)
-        new = Run.objects.create(
+        new = Run(
             workflow_id=run.workflow_id, version_id=run.version_id, input=run.input, options=run.options, started_by=user,
             rerun_of=run, rerun_from_node=node_id, budget_tokens=budget_tokens, budget_cost=budget_cost,
         )  # fmt: skip
+        with telemetry.run_span(new, run.version.plan.spec.name, source=run.traceparent):  # a trace of its own, linked to its source's
+            new.save(force_insert=True)
         now, plan = timezone.now(), run.version.plan
         reused = {n: _reused_node(new, rows[n], now) for n in rerun.reuse}
         NodeRun.objects.bulk_create([reused.get(n) or NodeRun(run=new, node_id=n, node_type=plan.node(n).type) for n in plan.order])

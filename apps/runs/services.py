@@ -61,7 +61,7 @@ def _send_on_commit(node_run_id: int, countdown: float | None = None) -> None:
     def send() -> None:
         execute_node.apply_async((node_run_id,), countdown=countdown)
 
-    transaction.on_commit(send, robust=True)
+    transaction.on_commit(telemetry.carry(send), robust=True)  # sent after commit, under the span current now
 
 
 def run_start(
@@ -438,5 +438,5 @@ def node_run_execute(*, node_run_id: int) -> None:
             with lease_kept(claim.node_run_id, claim.attempt):
                 outcome = telemetry.attempt(claim, executors.execute)
             queued = node_run_complete(claim=claim, outcome=outcome)
+            node_runs_dispatch(queued[1:])  # their messages carry this node's span: Celery's spans join the run's trace
         next_id = queued[0] if queued else None
-        node_runs_dispatch(queued[1:])
