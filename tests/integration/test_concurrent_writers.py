@@ -37,10 +37,12 @@ def test_sqlite_runs_in_wal_mode_with_immediate_transactions():
     assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
 
 
-def test_two_processes_starting_runs_at_once_lose_nothing(test_database_url, test_queue):
+def test_two_processes_starting_runs_at_once_lose_nothing(test_database_url, unconsumed_queue):
+    # both processes send to a queue no worker consumes: the session's worker must not start
+    # running these nodes while the test counts them queued
     version = save_workflow()
     count = 60
-    env = {**os.environ, "DATABASE_URL": test_database_url, "DAGWRIGHT_QUEUE": test_queue}
+    env = {**os.environ, "DATABASE_URL": test_database_url, "DAGWRIGHT_QUEUE": unconsumed_queue}
     child = subprocess.Popen([sys.executable, "manage.py", "shell", "-c", WRITER.format(count=count)], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     for i in range(count):
