@@ -28,18 +28,25 @@ def browser() -> Iterator[object]:
         chromium.close()
 
 
-@pytest.fixture
-def signed_in_page(browser, live_server, operator):
-    """A page signed in as the operator through the login form."""
+def sign_in(browser, live_server, user, timeout_ms: int = 15_000):
+    """A new browser context and its page, signed in as ``user`` through the login form."""
     from tests.factories import PASSWORD
 
     context = browser.new_context()
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(timeout_ms)
     page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", operator.username)
+    page.fill("input[name=username]", user.username)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
+    page.wait_for_load_state()
+    return context, page
+
+
+@pytest.fixture
+def signed_in_page(browser, live_server, operator):
+    """A page signed in as the operator."""
+    context, page = sign_in(browser, live_server, operator)
     page.wait_for_url(f"{live_server.url}/runs/")
     yield page
     context.close()

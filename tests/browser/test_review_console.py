@@ -10,7 +10,8 @@ import pytest
 from apps.reviews.models import ReviewStatus, ReviewTask
 from apps.runs.models import Run, RunStatus
 from apps.runs.services import run_start
-from tests.factories import PASSWORD, definition, save_workflow, tool_node
+from tests.browser.conftest import sign_in
+from tests.factories import definition, save_workflow, tool_node
 from tests.reviews.helpers import gated_definition, review_node
 from tests.runs.helpers import drain
 
@@ -29,18 +30,6 @@ HOSTILE = " ".join(
 )
 
 
-def sign_in(browser, live_server, user):
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
-    return context, page
-
-
 def wait_for_review(run: Run, timeout: float = 30) -> ReviewTask:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -55,7 +44,7 @@ def test_a_reviewer_approves_from_the_inbox_and_watches_the_run_continue(browser
     version = save_workflow(gated_definition("browser-gate"))
     run = run_start(workflow=version.workflow, input={"topic": "a late parcel"})
     task = wait_for_review(run)
-    context, page = sign_in(browser, live_server, reviewer)
+    context, page = sign_in(browser, live_server, reviewer, timeout_ms=20_000)
     try:
         page.goto(f"{live_server.url}/reviews/")
         page.wait_for_selector("#review-counts .nav-badge")
@@ -89,7 +78,7 @@ def test_hostile_model_output_stays_inert_on_every_page_that_shows_it(browser, l
     run = drain(run_start(workflow=save_workflow(definition("hostile-pages", nodes)).workflow, input={"topic": HOSTILE}))
     task = ReviewTask.objects.get(run=run)
     assert task.subject == HOSTILE
-    context, page = sign_in(browser, live_server, reviewer)
+    context, page = sign_in(browser, live_server, reviewer, timeout_ms=20_000)
     dialogs, requests = [], []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.on("request", lambda request: requests.append(request.url))
@@ -120,7 +109,7 @@ def assert_inert(page, where: str) -> None:
         """() => ({
             images: [...document.querySelectorAll('main img')].length,
             svg: [...document.querySelectorAll('main svg[onload]')].length,
-            jsLinks: [...document.querySelectorAll('a')].filter(a => a.href.startsWith('javascript:')).length,
+            jsLinks: [...document.querySelectorAll('a')].filter(a => (a.getAttribute('href') || a.getAttribute('xlink:href') || '').trim().toLowerCase().startsWith('javascript:')).length,
             htmx: document.querySelectorAll('[hx-get="/admin/"]').length,
             injected: document.querySelectorAll('#js-link').length,
         })"""

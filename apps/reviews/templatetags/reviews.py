@@ -6,7 +6,6 @@ run input printed through them are still autoescaped by the template.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import template
@@ -20,17 +19,6 @@ register = template.Library()
 def offers_reviews(user: Any) -> bool:
     """Whether the navigation shows the Reviews link to ``user``."""
     return may_use_reviews(user)
-
-
-@register.filter
-def pretty_raw(text: str | None) -> str:
-    """A raw model response indented when it is JSON, as it came otherwise."""
-    if not text:
-        return ""
-    try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    except ValueError:
-        return text
 
 
 @register.filter
