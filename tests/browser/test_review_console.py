@@ -68,6 +68,8 @@ def test_a_reviewer_approves_from_the_inbox_and_watches_the_run_continue(browser
         task.refresh_from_db()
         assert task.status == ReviewStatus.APPROVED
         assert task.decided_by == reviewer
+        resumed = run.node_runs.get(node_id="send").started_at - task.decided_at
+        print(f"the node after the gate started {resumed.total_seconds() * 1000:.0f} ms after the approval")
     finally:
         context.close()
 
