@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from datetime import date
 from functools import wraps
 from typing import Any
 
@@ -35,6 +36,7 @@ from apps.workflows.models import Workflow, WorkflowVersion
 from apps.workflows.roles import can_start_runs, can_view
 
 from .forms import RawInputForm, RunInputForm, input_skeleton
+from .graph import run_graph
 
 RUNS_PER_PAGE = 25
 RECENT_RUNS = 10
@@ -186,11 +188,23 @@ def _json_text(value: Any) -> str:
 # --- runs -------------------------------------------------------------------------------------
 
 
+RUN_FILTERS = ("workflow", "status", "q", "started_by", "from", "to")
+
+
 @viewer_required
 def run_list(request: HtmxHttpRequest) -> HttpResponse:
-    """All runs, filtered by workflow, status and id prefix; the rows poll while a run is active."""
-    filters = {key: request.GET.get(key, "").strip() for key in ("workflow", "status", "q")}
-    runs = run_selectors.run_table(workflow=filters["workflow"], status=filters["status"], id_prefix=filters["q"])
+    """All runs, filtered by workflow, status, id prefix, who started them and the days they were
+    created (from and to, inclusive); the rows poll while a listed run is active."""
+    filters = {key: request.GET.get(key, "").strip() for key in RUN_FILTERS}
+    days = {key: _day_or_none(filters[key]) for key in ("from", "to")}
+    runs = run_selectors.run_table(
+        workflow=filters["workflow"],
+        status=filters["status"],
+        id_prefix=filters["q"],
+        started_by=filters["started_by"],
+        created_from=days["from"],
+        created_to=days["to"],
+    )
     page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
     polling = any(run.is_active for run in page)
     context = {"page": page, "polling": polling, "poll_url": request.get_full_path()}
@@ -198,11 +212,21 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
         return _poll_response(request, "console/run_list.html#run-rows", context, keep_polling=polling)
     context |= {
         "filters": filters,
+        "filtered": any(filters.values()),
+        "bad_days": [key for key, day in days.items() if filters[key] and day is None],
         "workflow_names": workflow_selectors.workflow_list().values_list("name", flat=True),
         "statuses": RunStatus.choices,
         "query": _query_without_page(request),
     }
     return render(request, "console/run_list.html", context)
+
+
+def _day_or_none(text: str) -> date | None:
+    """A day as ``<input type="date">`` sends it (YYYY-MM-DD); anything else filters nothing."""
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 def _query_without_page(request: HttpRequest) -> str:
@@ -225,34 +249,55 @@ def run_detail(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
 def _run_page(request: HtmxHttpRequest, run: Run, *, node_id: str | None = None, status: int = 200, **extra: Any) -> HttpResponse:
     """The run page, showing the node ``node_id`` in its detail panel."""
     context = {
-        "run": run,
-        "nodes": run_selectors.run_node_table(run=run),
-        "selected": _node_or_none(run, node_id),
+        **_live_context(request, run),
+        **_node_panel_context(run, node_id),
         "breakers": breaker_overview(models=run_selectors.run_models(run=run)),
-        "can_operate": can_start_runs(request.user),
         **extra,
     }
     return render(request, "console/run_detail.html", context, status=status)
 
 
+def _live_context(request: HtmxHttpRequest, run: Run) -> dict[str, Any]:
+    """What the polled parts of the run page show: the summary, the graph and the node table.
+    A fixed number of queries, whatever the number of nodes: the layout is cached per version."""
+    nodes = run_selectors.run_node_table(run=run)
+    pending = run_selectors.run_pending_reviews(run=run, nodes=nodes)
+    graph = run_graph(run=run, nodes=nodes, pending_reviews=pending)
+    return {"run": run, "nodes": nodes, "graph": graph, "can_operate": can_start_runs(request.user)}
+
+
 @viewer_required
 def run_node_table(request: HtmxHttpRequest, run_id: uuid.UUID) -> HttpResponse:
-    """The node table and the run summary, polled every second until the run is over."""
+    """The graph, the node table and the run summary, polled every second until the run is over;
+    the last answer (HTTP 286) stops the polling, the review badge's included (see the template)."""
     run = _run_or_404(run_id)  # read the run before its nodes: a run seen active polls once more
-    context = {"run": run, "nodes": run_selectors.run_node_table(run=run), "can_operate": can_start_runs(request.user)}
-    return _poll_response(request, "console/run_detail.html#live-update", context, keep_polling=run.is_active)
+    return _poll_response(request, "console/run_detail.html#live-update", _live_context(request, run), keep_polling=run.is_active)
 
 
 @viewer_required
 def node_detail(request: HtmxHttpRequest, run_id: uuid.UUID, node_id: str) -> HttpResponse:
-    """A node's full input, output and provider calls; without htmx, the run page showing it."""
+    """A node's prompt, output, every attempt's raw response, its retries and events; without
+    htmx, the run page showing it."""
     run = _run_or_404(run_id)
-    selected = _node_or_none(run, node_id)
-    if selected is None:
+    context = _node_panel_context(run, node_id)
+    if context["selected"] is None:
         raise Http404("no such node in this run")
     if not request.htmx:
         return redirect(f"{reverse('console:run', args=[run.id])}?node={node_id}#node-detail")
-    return render(request, "console/run_detail.html#node-detail", {"run": run, "selected": selected})
+    return render(request, "console/run_detail.html#node-detail", {"run": run, **context})
+
+
+def _node_panel_context(run: Run, node_id: str | None) -> dict[str, Any]:
+    selected = _node_or_none(run, node_id)
+    if selected is None:
+        return {"selected": None}
+    events = run_selectors.node_events(run=run, node_id=selected.node_id)
+    return {
+        "selected": selected,
+        "events": events,
+        "timeline": run_selectors.node_retry_timeline(events),
+        "idempotency_key": run_selectors.node_idempotency_key(run_id=run.id, node_id=selected.node_id) if selected.node_type == "tool" else "",
+    }
 
 
 def _node_or_none(run: Run, node_id: str | None) -> NodeRun | None:
@@ -297,7 +342,7 @@ def _after_operation(request: HtmxHttpRequest, run_id: uuid.UUID, *, message: st
     run = _run_or_404(run_id)  # read again: the operation changed it
     if not request.htmx:
         return _run_page(request, run, status=status, operation_message=message)
-    context = {"run": run, "nodes": run_selectors.run_node_table(run=run), "can_operate": True, "operation_message": message}
+    context = {**_live_context(request, run), "operation_message": message}
     return render(request, "console/run_detail.html#operation-update", context)
 
 

@@ -32,6 +32,7 @@ from apps.providers.simulated import schema_errors
 from . import telemetry
 from .budgets import OVER_BUDGET, Reservation, budget_reserve, budget_settle
 from .models import ProviderCall, Run
+from .selectors import node_idempotency_key
 
 MAX_OUTPUT_BYTES = 1024 * 1024
 
@@ -337,7 +338,7 @@ def execute_router(claim: Claim) -> Outcome:
 def execute_tool(claim: Claim) -> Outcome:
     node = claim.node
     assert isinstance(node, ToolNode)
-    context = ToolContext(run_id=str(claim.run_id), node_id=node.id, idempotency_key=f"{claim.run_id}:{node.id}")
+    context = ToolContext(run_id=str(claim.run_id), node_id=node.id, idempotency_key=node_idempotency_key(run_id=claim.run_id, node_id=node.id))
     try:
         output = TOOLS[node.tool](**claim.input["args"], context=context)
         size = len(json.dumps(output).encode())

@@ -1,17 +1,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
 
-from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, prefetch_related_objects
 from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
 
 from apps.workflows.models import Workflow
 from apps.workflows.selectors import workflow_list_with_latest
 
-from .models import ACTIVE_RUN_STATUSES, NodeRun, ProviderCall, Run, RunStatus
+from .models import ACTIVE_RUN_STATUSES, NodeRun, NodeStatus, ProviderCall, Run, RunEvent, RunStatus
 
 
 def run_get(*, run_id: UUID | str) -> Run:
@@ -50,16 +51,37 @@ def run_id_prefix(text: str) -> str | None:
     return "-".join(parts)
 
 
-def run_table(*, workflow: str | None = None, status: str | None = None, id_prefix: str | None = None) -> QuerySet[Run]:
-    """Runs for a list page: ``run_list`` without the large JSON columns, optionally by id prefix.
+def run_table(
+    *,
+    workflow: str | None = None,
+    status: str | None = None,
+    id_prefix: str | None = None,
+    started_by: str | None = None,
+    created_from: date | None = None,
+    created_to: date | None = None,
+) -> QuerySet[Run]:
+    """Runs for a list page: ``run_list`` without the large JSON columns, optionally by id prefix,
+    by who started them (a username, any case) and by the day they were created.
 
-    An ``id_prefix`` that cannot be part of a uuid matches nothing.
+    An ``id_prefix`` that cannot be part of a uuid matches nothing. ``created_from`` and
+    ``created_to`` are inclusive days in the site's time zone, compared as a range of instants
+    so that the ``created_at`` indexes serve them.
     """
     runs = run_list(workflow=workflow, status=status).defer("input", "options", "version__definition")
     if id_prefix:
         prefix = run_id_prefix(id_prefix)
         runs = runs.filter(id__startswith=prefix) if prefix else runs.none()
+    if started_by:
+        runs = runs.filter(started_by__username__iexact=started_by)
+    if created_from is not None:
+        runs = runs.filter(created_at__gte=_start_of_day(created_from))
+    if created_to is not None:
+        runs = runs.filter(created_at__lt=_start_of_day(created_to + timedelta(days=1)))
     return runs
+
+
+def _start_of_day(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
 
 
 def workflow_list_with_run_stats() -> QuerySet[Workflow]:
@@ -107,8 +129,93 @@ def run_node_table(*, run: Run) -> list[NodeRun]:
 
 
 def node_run_detail(*, run: Run, node_id: str) -> NodeRun:
-    """One node of a run with its provider calls (every attempt, failed ones included)."""
-    return run.node_runs.prefetch_related("calls").get(node_id=node_id)
+    """One node of a run with its provider calls (every attempt, failed ones included) and, for a
+    review gate, its review tasks (``reviews``) with their decisions."""
+    node = run.node_runs.prefetch_related("calls").get(node_id=node_id)
+    if node.node_type == "review":
+        # apps.reviews' reverse relations, named rather than imported: runs sits below reviews.
+        prefetch_related_objects([node], "reviews__decided_by", "reviews__decisions__reviewer")
+    return node
+
+
+def node_events(*, run: Run, node_id: str) -> list[RunEvent]:
+    """Everything the event log says about one node of the run, oldest first."""
+    return list(RunEvent.objects.filter(run=run, node_id=node_id).order_by("id"))
+
+
+def node_idempotency_key(*, run_id: UUID | str, node_id: str) -> str:
+    """The idempotency key a tool node receives: stable per (run, node), whatever the attempt
+    (``apps.runs.executors.execute_tool`` hands tools this same key)."""
+    return f"{run_id}:{node_id}"
+
+
+@dataclass(frozen=True)
+class AttemptStep:
+    """One attempt of a node, as the event log tells it: when it started, how it ended, and
+    when the next one was due (a retry's backoff, or a deferral while a circuit was open)."""
+
+    attempt: int
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    outcome: str = "running"  # succeeded, failed, retrying, deferred, waiting_review, lease_expired
+    error_class: str = ""
+    error: str = ""
+    next_attempt_at: datetime | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.ended_at:
+            return (self.ended_at - self.started_at).total_seconds()
+        return None
+
+
+_ENDINGS = {
+    "node_succeeded": "succeeded",
+    "node_failed": "failed",
+    "node_retrying": "retrying",
+    "node_waiting_review": "waiting_review",
+    "node_lease_expired": "lease_expired",
+    "node_reviewed": "reviewed",  # a gate's decision: its data names the node's new status
+}
+
+
+def node_retry_timeline(events: list[RunEvent]) -> list[AttemptStep]:
+    """A node's attempts in order, from its events (see ``node_events``); no query."""
+    steps: dict[int, AttemptStep] = {}
+    for event in events:
+        if event.attempt is None or (event.kind != "node_started" and event.kind not in _ENDINGS):
+            continue
+        step = steps.get(event.attempt) or AttemptStep(attempt=event.attempt)
+        if event.kind == "node_started":
+            steps[event.attempt] = AttemptStep(attempt=event.attempt, started_at=event.created_at)
+            continue
+        data = event.data or {}
+        outcome = "deferred" if event.kind == "node_retrying" and data.get("deferred") else _ENDINGS[event.kind]
+        if event.kind == "node_reviewed":
+            outcome = str(data.get("status") or outcome)
+        due = data.get("next_attempt_at")
+        steps[event.attempt] = AttemptStep(
+            attempt=event.attempt,
+            started_at=step.started_at,
+            ended_at=event.created_at,
+            outcome=outcome,
+            error_class=data.get("error_class", ""),
+            error=data.get("error", ""),
+            next_attempt_at=datetime.fromisoformat(due) if isinstance(due, str) else None,
+        )
+    return sorted(steps.values(), key=lambda step: step.attempt)
+
+
+def run_pending_reviews(*, run: Run, nodes: list[NodeRun]) -> dict[str, int]:
+    """The pending review tasks of the run's gates that wait for one: ``{node_id: review id}``,
+    in one query (none when no node waits for a review).
+
+    Read through apps.reviews' reverse relation (runs sits below reviews and does not import
+    it); "pending" is ReviewStatus.PENDING.
+    """
+    if not any(node.status == NodeStatus.WAITING_REVIEW for node in nodes):
+        return {}
+    return dict(run.reviews.filter(status="pending").order_by("created_at").values_list("node_id", "pk"))
 
 
 def run_models(*, run: Run) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -52,10 +53,15 @@ def test_a_finished_run_stops_the_polling(version, operator_client, status):
     page = operator_client.get(reverse("console:run", args=[run.id])).content.decode()
     partial = operator_client.get(reverse("console:run_nodes", args=[run.id]), headers=HTMX)
 
-    assert "hx-trigger" not in page.split("<main", 1)[1]  # the navigation's review badge polls on every page
+    assert "hx-trigger" not in page.split("<main", 1)[1]
+    assert 'hx-trigger="load" hx-select="#review-counts > *" hx-swap="innerHTML"' in page  # the badge is read once
+    assert not re.search(r'hx-trigger="[^"]*every', page)
     assert partial.status_code == 286
-    assert "hx-trigger" not in partial.content.decode()
-    assert status.replace("_", " ") in partial.content.decode()  # the final state is still swapped in
+    body = partial.content.decode()
+    assert not re.search(r'hx-trigger="[^"]*every', body)
+    # the badge of a page opened while the run was active stops polling too: it is read once more, then left alone
+    assert 'id="review-counts" class="nav-counts" hx-get="/reviews/counts/" hx-trigger="load"' in body
+    assert status.replace("_", " ") in body  # the final state is still swapped in
 
 
 def test_polling_sees_a_node_progress(version, operator_client):
@@ -113,3 +119,21 @@ def test_an_unknown_node_is_404(version, operator_client):
     run = start(version)
 
     assert operator_client.get(reverse("console:node", args=[run.id, "ghost"]), headers=HTMX).status_code == 404
+
+
+def test_an_operation_swaps_the_graph_in_with_the_new_states(version, operator_client):
+    run = start(version)
+
+    response = operator_client.post(reverse("console:run_cancel", args=[run.id]), headers=HTMX)
+
+    body = response.content.decode()
+    assert '<section id="run-graph" class="run-graph" hx-swap-oob="true"' in body
+    assert 'class="gnode gnode-cancelled"' in body
+
+
+def test_the_graph_sits_above_the_node_panel_and_the_node_table(version, operator_client):
+    run = start(version)
+
+    html = operator_client.get(reverse("console:run", args=[run.id])).content.decode()
+
+    assert html.index('id="run-summary"') < html.index('id="run-graph"') < html.index('id="node-detail"') < html.index('id="node-table"')

@@ -135,3 +135,62 @@ def test_the_polled_rows_keep_the_filters(version, operator_client):
     html = get(operator_client, workflow="tiny", q="")
 
     assert 'hx-get="/runs/?workflow=tiny&amp;q="' in html
+
+
+def test_filters_by_who_started_the_run_in_any_case(version, operator, admin, operator_client):
+    mine = finish(start(version, operator))
+    theirs = finish(start(version, admin))
+    nobodys = finish(start(version))  # started by a program without a user
+
+    assert listed_ids(get(operator_client, started_by=operator.username)) == [str(mine.id)]
+    assert listed_ids(get(operator_client, started_by=admin.username.upper())) == [str(theirs.id)]
+    assert listed_ids(get(operator_client, started_by="nobody-at-all")) == []
+    assert str(nobodys.id) in listed_ids(get(operator_client, started_by=""))
+
+
+def on_day(run, day: str, at: str = "12:00"):
+    Run.objects.filter(pk=run.pk).update(created_at=f"{day}T{at}:00+00:00")
+    return run
+
+
+def test_filters_by_creation_day_from_and_to_both_inclusive(version, operator_client):
+    early = on_day(finish(start(version)), "2026-03-01", "23:59")
+    middle = on_day(finish(start(version)), "2026-03-02", "00:00")
+    late = on_day(finish(start(version)), "2026-03-03", "08:30")
+
+    assert set(listed_ids(get(operator_client, **{"from": "2026-03-02"}))) == {str(middle.id), str(late.id)}
+    assert set(listed_ids(get(operator_client, to="2026-03-02"))) == {str(early.id), str(middle.id)}
+    assert listed_ids(get(operator_client, **{"from": "2026-03-02", "to": "2026-03-02"})) == [str(middle.id)]
+    assert listed_ids(get(operator_client, **{"from": "2026-03-04"})) == []
+
+
+def test_a_day_that_is_not_a_date_filters_nothing_and_says_so(version, operator_client):
+    run = finish(start(version))
+
+    html = get(operator_client, **{"from": "yesterday", "to": "2026-13-45"})
+
+    assert listed_ids(html) == [str(run.id)]
+    assert "the from and to filters were ignored" in html
+    assert 'id="filter-from" name="from" type="date" value="yesterday" aria-invalid="true"' in html
+
+
+def test_the_filter_form_shows_what_was_asked_and_offers_to_clear_it(version, operator, operator_client):
+    finish(start(version, operator))
+
+    html = get(operator_client, started_by=operator.username, **{"from": "2026-01-01", "to": "2026-12-31"})
+
+    assert f'name="started_by" type="search" value="{operator.username}"' in html
+    assert 'name="from" type="date" value="2026-01-01"' in html
+    assert 'name="to" type="date" value="2026-12-31"' in html
+    assert '<a href="/runs/">Clear</a>' in html
+    assert '<a href="/runs/">Clear</a>' not in get(operator_client)
+
+
+def test_pagination_and_polling_keep_the_new_filters(version, operator, operator_client):
+    for _ in range(RUNS_PER_PAGE + 1):
+        start(version, operator)
+
+    html = get(operator_client, started_by=operator.username, **{"from": "2026-01-01"})
+
+    assert f'href="?started_by={operator.username}&amp;from=2026-01-01&amp;page=2"' in html
+    assert f'hx-get="/runs/?started_by={operator.username}&amp;from=2026-01-01"' in html

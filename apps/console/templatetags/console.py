@@ -28,6 +28,17 @@ def pretty_json(value: Any) -> str:
 
 
 @register.filter
+def pretty_raw(text: str | None) -> str:
+    """A raw model response indented when it is JSON, as it came otherwise (never parsed further)."""
+    if not text:
+        return ""
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text
+
+
+@register.filter
 def json_preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     """One line of a JSON value (a string as itself), cut to ``limit`` characters."""
     if value is None:
