@@ -1,10 +1,11 @@
 from django.urls import path
 
-from . import views
+from . import overview_views, views
 
 app_name = "console"
 urlpatterns = [
     path("", views.home, name="home"),
+    path("overview/", overview_views.overview, name="overview"),
     path("workflows/", views.workflow_list, name="workflows"),
     path("workflows/<slug:name>/", views.workflow_detail, name="workflow"),
     path("workflows/<slug:name>/run/", views.workflow_run_start, name="run_start"),

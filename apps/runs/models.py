@@ -70,6 +70,11 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["status", "-created_at"], name="run_status_created"),
             models.Index(fields=["workflow", "-created_at"], name="run_workflow_created"),
+            # The operator overview (apps/console/overview.py): runs finished within a window, by
+            # status and workflow, and their durations, read from the index alone; and the
+            # workflow of a node's run, looked up without reading the run's row.
+            models.Index(fields=["status", "finished_at", "started_at", "workflow"], name="run_outcomes"),
+            models.Index(fields=["id", "workflow"], name="run_workflow_lookup"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -152,6 +157,9 @@ class NodeRun(models.Model):
             models.Index(fields=["status", "lease_expires_at"], name="node_run_status_lease"),
             models.Index(fields=["status", "queued_at"], name="node_run_status_queued"),
             models.Index(fields=["status", "next_attempt_at"], name="node_run_status_next"),
+            # the operator overview: nodes that succeeded or failed within a window, their
+            # durations and success rates per workflow and node, read from the index alone
+            models.Index(fields=["status", "finished_at", "node_type", "started_at", "run", "node_id"], name="node_run_outcomes"),
         ]
 
     def __str__(self) -> str:
@@ -196,7 +204,11 @@ class ProviderCall(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["node_run", "request_hash"], name="provider_call_reuse")]
+        indexes = [
+            models.Index(fields=["node_run", "request_hash"], name="provider_call_reuse"),
+            # the operator overview's tokens and cost per hour or day, from the index alone
+            models.Index(fields=["created_at", "tokens_in", "tokens_out", "cost"], name="provider_call_usage"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.model} call for node run {self.node_run_id}"
@@ -244,7 +256,10 @@ class RunEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["run", "id"], name="run_event_run")]
+        indexes = [
+            models.Index(fields=["run", "id"], name="run_event_run"),
+            models.Index(fields=["kind", "created_at"], name="run_event_kind_created"),  # retries and failures by class
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.node_id}".strip()
