@@ -95,6 +95,9 @@ class ReviewDecision(models.Model):
             models.UniqueConstraint(fields=["task", "reviewer"], condition=models.Q(reviewer__isnull=False), name="one_decision_per_reviewer"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.decision} #{self.ordinal} on review {self.task_id} by {self.actor}"
+
     @property
     def actor(self) -> str:
         return self.reviewer.get_username() if self.reviewer_id else "escalation"

@@ -111,7 +111,9 @@ def assert_inert(page, where: str) -> None:
         """() => ({
             images: [...document.querySelectorAll('main img')].length,
             svg: [...document.querySelectorAll('main svg[onload]')].length,
-            jsLinks: [...document.querySelectorAll('a')].filter(a => (a.getAttribute('href') || a.getAttribute('xlink:href') || '').trim().toLowerCase().startsWith('javascript:')).length,
+            jsLinks: [...document.querySelectorAll('a')]
+                .filter(a => (a.getAttribute('href') || a.getAttribute('xlink:href') || '').trim().toLowerCase().startsWith('javascript:'))
+                .length,
             htmx: document.querySelectorAll('[hx-get="/admin/"]').length,
             injected: document.querySelectorAll('#js-link').length,
         })"""
