@@ -12,7 +12,8 @@ it within milliseconds. When a probe sent more than ``DAGWRIGHT_WATCHDOG_TIMEOUT
 has still not arrived although a pool slot has been free for ``DAGWRIGHT_WATCHDOG_GRACE_SECONDS``
 (a worker whose slots are all busy legitimately receives nothing), the worker shuts down: warm
 first (running nodes finish), then at once. A probe that cannot be sent (the broker is down)
-proves nothing and is not counted; Celery reconnects by itself.
+proves nothing and is not counted; Celery reconnects by itself. Workers need node names of their
+own (``-n``, unique per host by default): two sharing a name share a direct queue.
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ from django.conf import settings
 
 log = logging.getLogger(__name__)
 PROBE_TASK = "runs.probe"
-_received: set[str] = set()
+_last_arrival = [time.monotonic()]  # when a probe last reached this worker's consumer
 
 
 @task_received.connect
 def _probe_arrived(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
     if request is not None and request.name == PROBE_TASK:
-        _received.add(request.id)
+        _last_arrival[0] = time.monotonic()
 
 
 @worker_ready.connect
@@ -49,12 +50,16 @@ def _start(sender: Any = None, **kwargs: Any) -> None:
 
 
 class ConsumerWatchdog:
+    """Probes go out every interval whatever happened to the last one, so one lost probe (a
+    Redis restart while it was in flight) is answered by the next; only when no probe has arrived
+    since one sent ``timeout`` ago is the consumer judged stuck."""
+
     def __init__(self, app: Any, hostname: str, concurrency: int):
         self.app, self.queue, self.concurrency = app, worker_direct(hostname), concurrency
         self.interval = settings.DAGWRIGHT_WATCHDOG_SECONDS
         self.timeout = settings.DAGWRIGHT_WATCHDOG_TIMEOUT_SECONDS
         self.grace = settings.DAGWRIGHT_WATCHDOG_GRACE_SECONDS
-        self.probe: tuple[str, float] | None = None  # (task id, sent at)
+        self.unanswered_since: float | None = None  # when the oldest probe sent after the last arrival went out
         self.last_sent = 0.0
         self.free_since: float | None = None
 
@@ -65,37 +70,41 @@ class ConsumerWatchdog:
             if self.stuck(now):
                 self.stop(now)
                 return
-            if self.probe is None and now - self.last_sent >= self.interval:
+            if now - self.last_sent >= self.interval:
                 self.send(now)
 
     def stuck(self, now: float) -> bool:
         busy = len(state.reserved_requests) >= self.concurrency
         self.free_since = None if busy else (self.free_since or now)
-        if self.probe is not None and self.probe[0] in _received:
-            _received.discard(self.probe[0])
-            self.probe = None
-        if self.probe is None or self.free_since is None:
+        if self.unanswered_since is not None and _last_arrival[0] > self.unanswered_since:
+            self.unanswered_since = None
+        if self.unanswered_since is None or self.free_since is None:
             return False
-        return now - self.probe[1] > self.timeout and now - self.free_since > self.grace
+        return now - self.unanswered_since > self.timeout and now - self.free_since > self.grace
 
     def send(self, now: float) -> None:
         self.last_sent = now
         try:
             with self.app.connection_for_write() as connection:
-                result = self.app.send_task(PROBE_TASK, queue=self.queue, expires=2 * self.timeout, connection=connection, retry=False)
+                self.app.send_task(PROBE_TASK, queue=self.queue, expires=2 * self.timeout, connection=connection, retry=False)
         except Exception as exc:  # the broker is away: Celery reconnects by itself, nothing to judge
             log.warning("consumer watchdog: probe not sent (%s)", exc)
             return
-        self.probe = (result.id, now)
+        if self.unanswered_since is None:
+            self.unanswered_since = now
 
     def stop(self, now: float) -> None:
-        assert self.probe is not None
+        assert self.unanswered_since is not None
         log.critical(
             "consumer watchdog: a probe sent %.0f s ago never arrived although a pool slot was free: "
             "this worker no longer consumes; stopping it so that its supervisor starts a fresh one",
-            now - self.probe[1],
+            now - self.unanswered_since,
         )
         os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(max(5.0, self.grace))
+        # A warm shutdown lets running nodes finish (their calls are paid for); should it hang,
+        # give them up to a lease before leaving, after which the sweeper recovers them anyway.
+        deadline = time.monotonic() + max(self.grace, settings.DAGWRIGHT_LEASE_SECONDS)
+        while time.monotonic() < deadline and (state.active_requests or time.monotonic() < now + self.grace):
+            time.sleep(1)
         log.critical("consumer watchdog: warm shutdown did not finish; exiting now")
         os._exit(70)

@@ -67,7 +67,10 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     list_display = ("seq", "at", "event", "actor", "review_id", "run_id", "decision", "client_address", "short_hash")
     list_filter = ("event", "decision")
     search_fields = ("actor", "comment")
-    fields = ("seq", "at", "event", "actor", "actor_id", "client_address", "review_id", "run_id", "decision", "comment", "before", "after", "prev_hash", "hash")
+    fields = (
+        *("seq", "at", "event", "actor", "actor_id", "client_address", "review_id", "run_id"),
+        *("decision", "comment", "before_json", "after_json", "prev_hash", "hash"),
+    )
     readonly_fields = fields
     ordering = ("-seq",)
     change_list_template = "admin/reviews/auditentry/change_list.html"

@@ -21,7 +21,10 @@ from apps.engine.canonical import canonical_json
 from .models import AuditEntry
 
 GENESIS = "0" * 64
-HASHED_FIELDS = ("seq", "review_id", "run_id", "event", "actor", "actor_id", "at", "client_address", "decision", "comment", "before", "after", "prev_hash")
+HASHED_FIELDS = (
+    *("seq", "review_id", "run_id", "event", "actor", "actor_id", "at", "client_address"),
+    *("decision", "comment", "before_json", "after_json", "prev_hash"),
+)
 
 
 def _value(entry: AuditEntry, name: str) -> Any:
@@ -39,6 +42,10 @@ def entry_hash(entry: AuditEntry) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _text(value: Any) -> str:
+    return "" if value is None else canonical_json(value)
+
+
 def audit_append(
     *, event: str, review: Any = None, run_id: Any = None, actor: Any = None, client_address: str | None = "",
     decision: str = "", comment: str = "", before: Any = None, after: Any = None,
@@ -48,7 +55,7 @@ def audit_append(
     entry = AuditEntry(
         review=review, run_id=run_id if run_id is not None else getattr(review, "run_id", None), event=event, actor=name,
         actor_id=actor.pk if getattr(actor, "is_authenticated", False) else None, at=timezone.now().replace(tzinfo=UTC),
-        client_address=client_address or "", decision=decision, comment=comment, before=before, after=after,
+        client_address=client_address or "", decision=decision, comment=comment, before_json=_text(before), after_json=_text(after),
     )  # fmt: skip
     for _ in range(50):
         head = AuditEntry.objects.order_by("-seq").values_list("seq", "hash").first()

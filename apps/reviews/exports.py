@@ -2,7 +2,7 @@
 
 Both stream the entries in ``seq`` order, all of them or those of one review (``?review=<id>``)
 or one run (``?run=<uuid>``). The JSON export keeps every hashed field exactly as the chain
-hashes it (``at`` in UTC with microseconds, ``before``/``after`` as JSON values), so a program
+hashes it (``at`` in UTC with microseconds, ``before_json``/``after_json`` as the canonical JSON text that was hashed), so a program
 can re-verify the chain outside Dagwright. The CSV neutralises spreadsheet formulas in its
 untrusted cells (comments and model output), so it is for reading, not for re-hashing.
 """
@@ -28,7 +28,10 @@ from django.views.decorators.http import require_safe
 from .access import can_read_all
 from .models import AuditEntry
 
-FIELDS = ("seq", "at", "event", "actor", "actor_id", "client_address", "review_id", "run_id", "decision", "comment", "before", "after", "prev_hash", "hash")
+FIELDS = (
+    *("seq", "at", "event", "actor", "actor_id", "client_address", "review_id", "run_id"),
+    *("decision", "comment", "before_json", "after_json", "prev_hash", "hash"),
+)
 # A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets (OWASP
 # "CSV injection"); a leading quote makes it text.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -109,7 +112,7 @@ def _row(entry: AuditEntry) -> dict[str, Any]:
         "seq": entry.seq, "at": entry.at.astimezone(UTC).isoformat(timespec="microseconds"), "event": entry.event,
         "actor": entry.actor, "actor_id": entry.actor_id, "client_address": entry.client_address, "review_id": entry.review_id,
         "run_id": str(entry.run_id) if entry.run_id is not None else None, "decision": entry.decision, "comment": entry.comment,
-        "before": entry.before, "after": entry.after, "prev_hash": entry.prev_hash, "hash": entry.hash,
+        "before_json": entry.before_json, "after_json": entry.after_json, "prev_hash": entry.prev_hash, "hash": entry.hash,
     }  # fmt: skip
 
 
@@ -135,12 +138,10 @@ def _csv_lines(entries: QuerySet[AuditEntry]) -> Iterator[str]:
     yield writer.writerow(FIELDS)
     for entry in entries.iterator(chunk_size=ROWS_PER_CHUNK):
         row = _row(entry)
-        yield writer.writerow([_cell(row[name], as_json=name in ("before", "after")) for name in FIELDS])
+        yield writer.writerow([_cell(row[name]) for name in FIELDS])
 
 
-def _cell(value: Any, *, as_json: bool = False) -> Any:
-    if as_json:
-        value = "" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+def _cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
@@ -133,8 +134,10 @@ class AuditEntry(models.Model):
     client_address = models.CharField(max_length=64, blank=True)
     decision = models.CharField(max_length=8, blank=True)
     comment = models.TextField(blank=True)
-    before = models.JSONField(null=True, blank=True)
-    after = models.JSONField(null=True, blank=True)
+    # Stored as the canonical JSON text that was hashed, not as a JSON column: PostgreSQL's jsonb
+    # rewrites numbers (-0.0, 1e16), which would make an untouched entry fail verification.
+    before_json = models.TextField(blank=True)
+    after_json = models.TextField(blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
 
@@ -154,3 +157,11 @@ class AuditEntry(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise AuditLogReadOnly("audit entries are never deleted")
+
+    @property
+    def before(self) -> Any:
+        return json.loads(self.before_json) if self.before_json else None
+
+    @property
+    def after(self) -> Any:
+        return json.loads(self.after_json) if self.after_json else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from .access import can_decide, can_read_all, can_view
 from .audit import audit_append
 from .models import DecisionKind, ReviewDecision, ReviewStatus, ReviewTask
 
+log = logging.getLogger(__name__)
 MAX_EDIT_BYTES = 256 * 1024
 MAX_COMMENT_CHARS = 5000
 
@@ -164,6 +166,8 @@ def _checked(task: ReviewTask, decision: Decision) -> Any:
         raise DecisionInvalid([Problem("/decision", f"unknown decision '{decision.kind}' (approve, edit or reject)")])
     if len(decision.comment) > MAX_COMMENT_CHARS:
         raise DecisionInvalid([Problem("/comment", f"a comment is at most {MAX_COMMENT_CHARS} characters")])
+    if "\x00" in decision.comment:
+        raise DecisionInvalid([Problem("/comment", "a comment cannot hold a NUL character")])
     if decision.kind == DecisionKind.REJECT and not decision.comment.strip():
         raise DecisionInvalid([Problem("/comment", "a rejection needs a reason")])
     if decision.kind != DecisionKind.EDIT:
@@ -176,6 +180,9 @@ def validate_edit(task: ReviewTask, output: Any) -> Any:
     found = not_json_data(output, max_values=100_000)
     if found:
         raise DecisionInvalid([Problem("/output" + json_pointer(found[0]), found[1])])
+    nul = _nul_path(output)
+    if nul is not None:
+        raise DecisionInvalid([Problem("/output" + json_pointer(nul), "text cannot hold a NUL character")])
     if len(canonical_json(output).encode()) > MAX_EDIT_BYTES:
         raise DecisionInvalid([Problem("/output", f"the edit is over {MAX_EDIT_BYTES} bytes")])
     if task.output_schema is not None:
@@ -189,11 +196,29 @@ def validate_edit(task: ReviewTask, output: Any) -> Any:
     return output
 
 
+def _nul_path(value: Any, path: tuple = ()) -> tuple | None:
+    """Where a NUL character sits in a JSON value (PostgreSQL stores none in text or jsonb)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            return (*path, key)
+        found = _nul_path(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
 def _check_current(task: ReviewTask, decision: Decision, user: Any) -> None:
     if task.status != ReviewStatus.PENDING:
         raise ReviewConflict(task, f"this review was already {task.status}")
     if decision.version is not None and decision.version != task.version:
         raise ReviewConflict(task, f"this review changed since your page was loaded (version {decision.version}, now {task.version}): reload it")
+    if decision.version is None and decision.kind != DecisionKind.REJECT and task.decisions.filter(decision=DecisionKind.EDIT).exists():
+        # an approval sent without the version it saw (bulk, or the API) must not approve an edit
+        # its sender has never been shown
+        raise ReviewConflict(task, "this review was edited by an earlier approver: open it to see the edit before approving")
     if user is not None and task.decisions.filter(reviewer=user).exists():
         raise ReviewConflict(task, "you already approved this review; it waits for another reviewer")
 
@@ -220,7 +245,7 @@ def _apply(task: ReviewTask, run: Run, user: Any, decision: Decision, edited: An
     task.current_output = after
     if decision.kind != DecisionKind.REJECT:
         task.approvals += 1
-        if task.approvals < task.approvals_required:
+        if task.approvals < task.approvals_required and not by_escalation:  # an escalation approves for all
             task.save(update_fields=["version", "current_output", "approvals"])
             return []
     task.status = ReviewStatus.REJECTED if decision.kind == DecisionKind.REJECT else ReviewStatus.APPROVED
@@ -295,13 +320,22 @@ def reviews_close_for_nodes(*, run: Run, node_ids: list[str], reason: str) -> in
     return closed
 
 
+ESCALATED = {"approve": "approved", "reject": "rejected"}
+
+
 def reviews_escalate_overdue(*, now: datetime | None = None) -> int:
     """Escalate every pending review past its due time, as its definition says. Run by beat."""
     now = now or timezone.now()
     # Escalated once: a reassigned review that is overdue again stays with its escalation group
     # (it shows as overdue) rather than being handed over again and again.
     overdue = ReviewTask.objects.filter(status=ReviewStatus.PENDING, due_at__lt=now, escalated_at=None).exclude(escalation=None)
-    return sum(_escalate(pk, now) for pk in overdue.values_list("pk", flat=True)[:500])
+    escalated = 0
+    for pk in overdue.values_list("pk", flat=True)[:500]:
+        try:
+            escalated += _escalate(pk, now)
+        except Exception:  # one broken review must not stop the others' escalation
+            log.exception("escalating review %s failed", pk)
+    return escalated
 
 
 def _escalate(review_id: int, now: datetime) -> int:
@@ -324,7 +358,7 @@ def _escalate(review_id: int, now: datetime) -> int:
             audit_append(event="escalated", review=task, decision="reassign", comment="overdue: reassigned", before=before, after=after)
             return 1
         task.save(update_fields=["escalated_at"])
-        audit_append(event="escalated", review=task, decision=action, comment=f"overdue: {action}ed by the definition's escalation", before=before)
+        audit_append(event="escalated", review=task, decision=action, comment=f"overdue: {ESCALATED[action]} by the definition's escalation", before=before)
         decision = Decision(
             kind=DecisionKind.APPROVE if action == "approve" else DecisionKind.REJECT,
             comment=f"overdue since {task.due_at:%Y-%m-%d %H:%M} UTC: escalation {action}",

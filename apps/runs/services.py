@@ -345,6 +345,9 @@ def node_run_complete(*, claim: executors.Claim, outcome: executors.Outcome) -> 
         run = run_lock(claim.run_id)
         plan = run.version.plan
         fields = _attempt_result(claim, outcome, plan.spec.retry_policy(claim.node.id), now)
+        if fields["status"] == NodeStatus.WAITING_REVIEW and run.status not in ACTIVE_RUN_STATUSES:
+            # The run ended while this gate was being claimed: nobody may review for a dead run.
+            fields = {"status": NodeStatus.CANCELLED, "finished_at": now, "lease_expires_at": None}
         won = NodeRun.objects.filter(pk=claim.node_run_id, status=NodeStatus.RUNNING, attempt=claim.attempt).update(**fields)
         if not won:
             log.info("node run %s attempt %s lost its claim; outcome dropped", claim.node_run_id, claim.attempt)
@@ -372,7 +375,9 @@ def _run_stop_over_budget(run: Run, node_id: str, reason: str) -> None:
 def _signal_outcome(run: Run, node_run: NodeRun, outcome: executors.Outcome, fields: dict[str, Any], claim: executors.Claim) -> None:
     if outcome.reused_call_id is not None:
         signals.provider_response_reused.send(sender=NodeRun, run=run, node_run=node_run, call_id=outcome.reused_call_id)
-    if fields["status"] == NodeStatus.WAITING_REVIEW:
+    if fields["status"] == NodeStatus.CANCELLED:
+        signals.nodes_cancelled.send(sender=NodeRun, run=run, node_ids=[node_run.node_id], reason="run is over")
+    elif fields["status"] == NodeStatus.WAITING_REVIEW:
         node_run.input, node_run.input_hash = claim.input, claim.input_hash
         signals.node_waiting_review.send(sender=NodeRun, run=run, node_run=node_run, node=claim.node)
     elif fields["status"] == NodeStatus.SUCCEEDED:

@@ -205,7 +205,7 @@ def test_the_command_exits_1_naming_the_broken_entry(reviewer, test_database_url
     task = edited_review(reviewer)
     altered = seq_of(task, "decided")
     with tampering():
-        raw_sql("UPDATE reviews_auditentry SET after = %s WHERE seq = %s", [json.dumps({"reply": "anything", "priority": 1}), altered])
+        raw_sql("UPDATE reviews_auditentry SET after_json = %s WHERE seq = %s", [json.dumps({"reply": "anything", "priority": 1}), altered])
     env = {**os.environ, "DATABASE_URL": test_database_url}
 
     done = subprocess.run([sys.executable, "manage.py", "verify_audit_chain"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
@@ -341,7 +341,7 @@ def test_the_csv_export_holds_every_entry(two_reviews, operator, client):
     assert [(r["event"], r["actor"], r["hash"], r["prev_hash"]) for r in rows] == [(e.event, e.actor, e.hash, e.prev_hash) for e in entries]
     edited = next(r for r in rows if r["event"] == "edited")
     assert (edited["client_address"], edited["decision"], edited["comment"]) == ("203.0.113.9", "edit", "warmer")
-    assert json.loads(edited["after"]) == EDITED
+    assert json.loads(edited["after_json"]) == EDITED
     assert edited["run_id"] == str(two_reviews[0].run_id)
     assert edited["review_id"] == str(two_reviews[0].pk)
 
