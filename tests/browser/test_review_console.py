@@ -12,7 +12,7 @@ from apps.runs.models import Run, RunStatus
 from apps.runs.services import run_start
 from tests.browser.conftest import sign_in
 from tests.factories import definition, save_workflow, tool_node
-from tests.reviews.helpers import gated_definition, review_node
+from tests.reviews.helpers import gated_definition, review_node, start_gated_run
 from tests.runs.helpers import drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -119,3 +119,30 @@ def assert_inert(page, where: str) -> None:
         })"""
     )
     assert found == {"images": 0, "svg": 0, "jsLinks": 0, "htmx": 0, "injected": 0}, f"{where}: {found}"
+
+
+@pytest.mark.usefixtures("unconsumed_queue")
+def test_a_reviewer_decides_with_the_keyboard_alone(browser, live_server, reviewer):
+    _, first = start_gated_run("keys-reject")
+    _, second = start_gated_run("keys-approve")
+    context, page = sign_in(browser, live_server, reviewer, timeout_ms=20_000)
+    try:
+        page.goto(f"{live_server.url}/reviews/{first.pk}/")
+        page.locator("h1").click()  # focus on the page, not on a field
+        page.keyboard.press("r")
+        assert page.evaluate("document.activeElement.id") == "reject-reason"
+        page.keyboard.type("Wrong customer")
+        page.keyboard.press("Tab")  # to the Reject button
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#decision-outcome")
+
+        page.goto(f"{live_server.url}/reviews/{second.pk}/")
+        assert page.evaluate("document.activeElement.id") == "review-approve"  # autofocus: Enter approves
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#decision-outcome")
+    finally:
+        context.close()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.decisions.get().comment) == (ReviewStatus.REJECTED, "Wrong customer")
+    assert second.status == ReviewStatus.APPROVED
