@@ -57,8 +57,13 @@ class Plan:
         """Each review gate and the node whose output it reviews."""
         return {node.id: node.subject_id for node in self.spec.nodes if isinstance(node, ReviewNode)}
 
+    @cached_property
+    def nodes_by_id(self) -> dict[str, AnyNode]:
+        return {node.id: node for node in self.spec.nodes}
+
     def node(self, node_id: str) -> AnyNode:
-        return self.spec.node(node_id)
+        # by id, not ``spec.node``'s scan: callers look up every node of a plan (a run's start, its graph)
+        return self.nodes_by_id[node_id]
 
 
 def _find_cycle(deps: dict[str, list[str]]) -> list[str] | None:

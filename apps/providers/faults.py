@@ -174,10 +174,18 @@ class Faults(BaseModel):
         return any(self._fault_in(_draw(seed, request, attempt)[0]) == "rate_limited" for attempt in range(first, request.attempt))
 
 
+def seeded_random(*parts: Any) -> random.Random:
+    """A generator seeded by the JSON of ``parts``: the same parts draw the same numbers in any process.
+
+    Not ``canonical_json``: these exact bytes are what every recorded simulation was drawn from.
+    """
+    key = json.dumps(list(parts), sort_keys=True)
+    return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
+
+
 def _draw(seed: int, request: ModelRequest, attempt: int) -> tuple[float, float]:
     """The two numbers a call's fate is made of, seeded by (seed, model, prompt, attempt)."""
-    key = json.dumps(["faults", seed, request.model, request.prompt, attempt])
-    rng = random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
+    rng = seeded_random("faults", seed, request.model, request.prompt, attempt)
     return rng.random(), rng.random()
 
 

@@ -19,7 +19,6 @@ whole (``{"faults": {}}`` turns them off for that run); a run that leaves it out
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -32,7 +31,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .base import ModelRequest, ModelResponse, ProviderError, count_tokens
-from .faults import Decision, Faults, error_for, malformed_text, truncated_text
+from .faults import Decision, Faults, error_for, malformed_text, seeded_random, truncated_text
 
 _FILLER = ["report", "customer", "product", "update", "team", "result", "plan", "issue", "request", "value", "order", "service", "data"]
 
@@ -79,8 +78,7 @@ class SimulationConfig(BaseModel):
 
 
 def _rng(seed: int, request: ModelRequest) -> random.Random:
-    key = json.dumps([seed, request.model, request.system, request.prompt, request.output_schema], sort_keys=True)
-    return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
+    return seeded_random(seed, request.model, request.system, request.prompt, request.output_schema)
 
 
 def _vocabulary(prompt: str) -> list[str]:

@@ -6,6 +6,7 @@ import yaml
 from django.db import IntegrityError, transaction
 
 from apps.engine import definition
+from apps.engine.canonical import content_hash
 from apps.engine.errors import DefinitionError, Problem
 from apps.engine.spec import WorkflowSpec
 
@@ -34,7 +35,7 @@ def workflow_save(*, spec: WorkflowSpec | dict[str, Any], user: Any = None) -> t
     """
     plan = definition.load(spec) if isinstance(spec, dict) else definition.check_spec(spec)
     data = definition.dump(plan.spec)
-    digest = definition.spec_hash(plan.spec)
+    digest = content_hash(data)  # what ``definition.spec_hash`` computes, without dumping the spec again
     user = user if getattr(user, "is_authenticated", False) else None
     for _ in range(3):  # two saves of a new version at once: the loser retries with the next number
         try:

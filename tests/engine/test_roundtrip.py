@@ -9,7 +9,7 @@ import pytest
 
 from apps.engine import definition
 from apps.engine.spec import NODE_TYPES
-from tests.engine.defs import llm, tool, workflow
+from tests.engine.defs import llm, reverse_keys, tool, workflow
 
 # One rich example per node type, using every optional field; a new type must add its own.
 EXAMPLES: dict[str, dict[str, Any]] = {
@@ -130,17 +130,9 @@ def test_a_budget_round_trips_exactly() -> None:
     assert definition.spec_hash(reloaded) == definition.spec_hash(spec)
 
 
-def _reverse_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _reverse_keys(value[k]) for k in reversed(list(value))}
-    if isinstance(value, list):
-        return [_reverse_keys(v) for v in value]
-    return value
-
-
 def test_content_hash_ignores_key_order() -> None:
     raw = _example_workflow(EXAMPLES["llm"])
-    reordered = _reverse_keys(raw)
+    reordered = reverse_keys(raw)
     assert list(reordered) != list(raw)
 
     assert definition.spec_hash(definition.load(reordered).spec) == definition.spec_hash(definition.load(raw).spec)

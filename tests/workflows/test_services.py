@@ -15,19 +15,12 @@ from apps.engine import definition as engine_definition
 from apps.engine.errors import DefinitionError
 from apps.workflows.models import VersionImmutable, Workflow, WorkflowVersion
 from apps.workflows.services import definition_parse_text, workflow_save
+from tests.engine.defs import reverse_keys
 from tests.factories import definition, llm_node, tool_node
 
 DEMOS = sorted((Path(__file__).resolve().parents[2] / "apps" / "workflows" / "demos").glob("*.yaml"))
 
 pytestmark = pytest.mark.django_db
-
-
-def _reverse_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _reverse_keys(value[k]) for k in reversed(list(value))}
-    if isinstance(value, list):
-        return [_reverse_keys(v) for v in value]
-    return value
 
 
 def _rows() -> tuple[int, int]:
@@ -51,7 +44,7 @@ def test_first_save_creates_the_workflow_and_version_one() -> None:
 
 def test_the_same_definition_in_another_key_order_reuses_its_version() -> None:
     first, _ = workflow_save(spec=definition("tiny"))
-    reordered = _reverse_keys(definition("tiny"))
+    reordered = reverse_keys(definition("tiny"))
     assert list(reordered) != list(definition("tiny"))
 
     again, created = workflow_save(spec=reordered)
