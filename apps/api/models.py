@@ -6,6 +6,8 @@ import secrets
 from django.conf import settings
 from django.db import models
 
+TOKEN_PREFIX = "dw_"
+
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -26,5 +28,5 @@ class ApiToken(models.Model):
 
     @classmethod
     def issue(cls, *, user, name: str = "") -> tuple[ApiToken, str]:
-        token = "dw_" + secrets.token_urlsafe(32)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         return cls.objects.create(user=user, name=name, prefix=token[:10], key_hash=hash_token(token)), token

@@ -24,6 +24,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from apps.engine.definition import pydantic_problems
 from apps.engine.errors import DefinitionError, InputError, Problem
 from apps.reviews.services import DecisionInvalid, ReviewConflict, ReviewForbidden, ReviewNotFound
+from apps.runs.operations import RunStateConflict
 from apps.runs.services import IdempotencyConflict
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,12 @@ def problem_responses(*statuses: int) -> dict[int, type[Schema]]:
 
 
 class UnknownReference(Exception):
-    """The request body names something that does not exist, such as a workflow or a version."""
+    """The request names something that does not exist, such as a workflow or a version: in its
+    body (``pointer``) or in a query parameter (``parameter``)."""
 
-    def __init__(self, pointer: str, message: str):
+    def __init__(self, pointer: str, message: str, *, parameter: str = ""):
         self.problem = Problem(pointer, message)
+        self.parameter = parameter
         super().__init__(message)
 
 
@@ -129,7 +132,15 @@ def on_input_error(request: HttpRequest, exc: InputError) -> HttpResponse:
 
 
 def on_unknown_reference(request: HttpRequest, exc: UnknownReference) -> HttpResponse:
-    return _problem_list([exc.problem], 422, "unknown-reference", "The request refers to something that does not exist")
+    title = "The request refers to something that does not exist"
+    if exc.parameter:
+        errors = [{"parameter": exc.parameter, "detail": exc.problem.message}]
+        return problem_response(422, summary(errors), kind="unknown-reference", title=title, errors=errors)
+    return _problem_list([exc.problem], 422, "unknown-reference", title)
+
+
+def on_run_state_conflict(request: HttpRequest, exc: RunStateConflict) -> HttpResponse:
+    return problem_response(409, str(exc), kind="run-state-conflict", title="The run's state does not allow this")
 
 
 def on_idempotency_conflict(request: HttpRequest, exc: IdempotencyConflict) -> HttpResponse:
@@ -197,6 +208,7 @@ HANDLERS: dict[type[Exception], Callable[[HttpRequest, Any], HttpResponse]] = {
     InputError: on_input_error,
     UnknownReference: on_unknown_reference,
     IdempotencyConflict: on_idempotency_conflict,
+    RunStateConflict: on_run_state_conflict,
     ReviewNotFound: on_review_not_found,
     ReviewForbidden: on_review_forbidden,
     ReviewConflict: on_review_conflict,

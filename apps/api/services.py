@@ -9,9 +9,8 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils import timezone
 
-from .models import ApiToken, hash_token
+from .models import TOKEN_PREFIX, ApiToken, hash_token
 
-TOKEN_PREFIX = "dw_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 

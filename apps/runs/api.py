@@ -15,26 +15,25 @@ from ninja.responses import Status
 from pydantic import ConfigDict
 
 from apps.api.auth import requires
-from apps.api.problems import UnknownReference, problem_response, problem_responses
+from apps.api.problems import UnknownReference, problem_responses
 from apps.engine.spec import Budget
+from apps.providers.pricing import QUANTUM
 from apps.providers.simulated import SimulationConfig
 from apps.workflows.models import Workflow, WorkflowVersion
 from apps.workflows.roles import can_start_runs, can_view
 from apps.workflows.selectors import workflow_get
 
 from .models import NodeRun, Run, RunStatus
-from .operations import RerunPlan, RunStateConflict, UnknownNode, run_cancel, run_rerun_from, run_rerun_preview, run_retry_failed
+from .operations import RerunPlan, UnknownNode, run_cancel, run_rerun_from, run_rerun_preview, run_retry_failed
 from .selectors import cost_by_day, cost_by_workflow, run_get, run_nodes, run_table
 from .services import run_start
 
 router = Router(tags=["runs"], auth=requires(can_view))
 
-MONEY_PLACES = Decimal("0.00000001")
-
 
 def money(value: Decimal | int) -> str:
     """A cost as a plain decimal string with the model's 8 places, the same on every database."""
-    return f"{Decimal(value).quantize(MONEY_PLACES):f}"
+    return f"{Decimal(value).quantize(QUANTUM):f}"
 
 
 class RunIn(Schema):
@@ -207,10 +206,6 @@ class RerunPreviewOut(Schema):
     estimated_cost: str
 
 
-def _conflict(exc: RunStateConflict) -> HttpResponse:
-    return problem_response(409, str(exc), kind="run-state-conflict", title="The run's state does not allow this")
-
-
 def _preview_out(rerun: RerunPlan) -> dict[str, Any]:
     execute = [{**vars(n), "cost": money(n.cost)} for n in rerun.execute]
     return {"run": rerun.run.id, "node": rerun.node_id, "execute": execute, "reuse": list(rerun.reuse), "estimated_cost": money(rerun.estimated_cost)}
@@ -222,20 +217,14 @@ OPERATION_PROBLEMS = problem_responses(404, 409)
 @router.post("/runs/{uuid:run_id}/cancel", response={200: RunDetailOut, **OPERATION_PROBLEMS}, auth=requires(can_start_runs), summary="Cancel a run")
 def run_cancel_post(request: HttpRequest, run_id: UUID) -> Any:
     """Cancel an active run: nodes not started are cancelled, running ones are abandoned. 409 if it is finished."""
-    try:
-        run_cancel(run=run_get(run_id=run_id), by=request.auth)
-    except RunStateConflict as exc:
-        return _conflict(exc)
+    run_cancel(run=run_get(run_id=run_id), by=request.auth)  # RunStateConflict: 409 (apps.api.problems)
     return run_get(run_id=run_id)
 
 
 @router.post("/runs/{uuid:run_id}/retry", response={200: RunDetailOut, **OPERATION_PROBLEMS}, auth=requires(can_start_runs), summary="Retry a failed run")
 def run_retry_post(request: HttpRequest, run_id: UUID) -> Any:
     """Resume a failed run from its failed nodes, keeping what succeeded. 409 unless the run failed."""
-    try:
-        run_retry_failed(run=run_get(run_id=run_id), by=request.auth)
-    except RunStateConflict as exc:
-        return _conflict(exc)
+    run_retry_failed(run=run_get(run_id=run_id), by=request.auth)  # RunStateConflict: 409 (apps.api.problems)
     return run_get(run_id=run_id)
 
 
@@ -250,8 +239,7 @@ def run_rerun_preview_get(request: HttpRequest, run_id: UUID, node: str) -> Any:
     try:
         rerun = run_rerun_preview(run=run_get(run_id=run_id), node_id=node)
     except UnknownNode as exc:
-        errors = [{"parameter": "node", "detail": str(exc)}]
-        return problem_response(422, f"node: {exc}", kind="unknown-reference", title="The request refers to something that does not exist", errors=errors)
+        raise UnknownReference("", str(exc), parameter="node") from None
     return _preview_out(rerun)
 
 

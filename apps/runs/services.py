@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -81,7 +82,7 @@ def run_start(
     version = version_get(workflow=workflow, number=version_number)
     plan = version.plan
     definition.validate_input(plan.spec.input_schema, input)
-    budgets.run_limits(plan.spec.budget, options or {})  # a malformed budget override: InputError, nothing written
+    limits = budgets.run_limits(plan.spec.budget, options or {})  # a malformed budget override: InputError, nothing written
     user = started_by if getattr(started_by, "is_authenticated", False) else None
     if idempotency_key:
         existing = _idempotent_run(user, idempotency_key, version, input)
@@ -89,7 +90,7 @@ def run_start(
             return existing
     try:
         with transaction.atomic():
-            return _create_run(plan, version, input, idempotency_key, user, options or {})
+            return _create_run(plan, version, input, idempotency_key, user, options or {}, limits)
     except IntegrityError:
         existing = _idempotent_run(user, idempotency_key, version, input) if idempotency_key else None
         if existing is None:
@@ -104,8 +105,10 @@ def _idempotent_run(user: Any, key: str, version: WorkflowVersion, input: dict[s
     return run
 
 
-def _create_run(plan: Plan, version: WorkflowVersion, input: dict[str, Any], key: str | None, user: Any, options: dict[str, Any]) -> Run:
-    budget_tokens, budget_cost = budgets.run_limits(plan.spec.budget, options)
+def _create_run(
+    plan: Plan, version: WorkflowVersion, input: dict[str, Any], key: str | None, user: Any, options: dict[str, Any], limits: tuple[int | None, Decimal | None]
+) -> Run:
+    budget_tokens, budget_cost = limits
     run = Run(
         workflow_id=version.workflow_id, version=version, input=input, idempotency_key=key or None, started_by=user, options=options,
         budget_tokens=budget_tokens, budget_cost=budget_cost,
@@ -242,7 +245,7 @@ def node_run_claim(*, node_run_id: int) -> executors.Claim | None:
     if row is None or not _claimable(row, now):
         return None
     if row["run__status"] not in ACTIVE_RUN_STATUSES:
-        _node_cancel_waiting(node_run_id, row["run_id"])
+        _node_cancel_waiting(node_run_id, row["run_id"], row["node_id"])
         return None
     plan = version_plan(version_id=row["run__version_id"], content_hash=row["run__version__content_hash"])
     node = plan.node(row["node_id"])
@@ -273,12 +276,11 @@ def node_run_claim(*, node_run_id: int) -> executors.Claim | None:
     return claim
 
 
-def _node_cancel_waiting(node_run_id: int, run_id: UUID) -> None:
+def _node_cancel_waiting(node_run_id: int, run_id: UUID, node_id: str) -> None:
     with transaction.atomic():
-        node_run = NodeRun.objects.filter(pk=node_run_id).values_list("node_id", flat=True).first()
         waiting = NodeRun.objects.filter(pk=node_run_id, status__in=(NodeStatus.QUEUED, NodeStatus.RETRY_WAIT))
         if waiting.update(status=NodeStatus.CANCELLED, finished_at=timezone.now()):
-            signals.nodes_cancelled.send(sender=Run, run=Run(pk=run_id), node_ids=[node_run], reason="run is over")
+            signals.nodes_cancelled.send(sender=Run, run=Run(pk=run_id), node_ids=[node_id], reason="run is over")
 
 
 def run_lock(run_id: UUID) -> Run:

@@ -7,9 +7,10 @@ import pytest
 
 from apps.api.services import api_token_issue
 from apps.runs import services as run_services
-from apps.runs.models import NodeRun, NodeStatus, ProviderCall, Run, RunEvent, RunStatus
+from apps.runs.models import NodeRun, ProviderCall, Run, RunEvent, RunStatus
 from tests.api.conftest import pointers, problem, signed_in
 from tests.factories import definition, fan_out_definition, llm_node, save_workflow, tool_node
+from tests.runs import helpers
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("unconsumed_queue")]
 
@@ -23,11 +24,7 @@ def url(run: Run, action: str) -> str:
 
 
 def drain(run: Run) -> Run:
-    while queued := list(NodeRun.objects.filter(run=run, status=NodeStatus.QUEUED).values_list("pk", flat=True)):
-        for pk in queued:
-            run_services.node_run_execute(node_run_id=pk)
-    run.refresh_from_db()
-    return run
+    return helpers.drain(run, retries_due=False)  # queued nodes only: a due retry must wait
 
 
 def rows() -> tuple[int, int, int]:

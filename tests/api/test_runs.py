@@ -14,9 +14,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from apps.runs import services as run_services
-from apps.runs.models import NodeRun, NodeStatus, Run, RunEvent, RunStatus
+from apps.runs.models import NodeRun, Run, RunEvent, RunStatus
 from tests.api.conftest import pointers, problem, signed_in
 from tests.factories import definition, llm_node, save_workflow, tool_node
+from tests.runs import helpers
 
 pytestmark = pytest.mark.django_db
 
@@ -168,9 +169,7 @@ def test_a_bad_list_parameter_is_a_422_problem_naming_it(reviewer, query, parame
 
 def drain(run: Run) -> None:
     """Execute the run's queued nodes in this process until none is left (what a worker does)."""
-    while queued := list(NodeRun.objects.filter(run=run, status=NodeStatus.QUEUED).values_list("pk", flat=True)):
-        for pk in queued:
-            run_services.node_run_execute(node_run_id=pk)
+    helpers.drain(run, retries_due=False)
 
 
 def test_a_run_shows_its_totals_and_its_nodes_in_topological_order(reviewer, operator):

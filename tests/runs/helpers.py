@@ -21,11 +21,14 @@ def wait_for_run(run_id, timeout: float = 30.0) -> Run:
     raise AssertionError(f"run {run_id} still {run.status} after {timeout} s: {states}")
 
 
-def drain(run: Run) -> Run:
+def drain(run: Run, *, retries_due: bool = True) -> Run:
     """Execute queued nodes in this process until nothing is queued (what workers would do),
-    due retries included."""
+    due retries included unless ``retries_due`` is False (then a node waiting for its retry
+    stays waiting, as it would with no sweeper running)."""
     for _ in range(100):
-        ready = Q(status=NodeStatus.QUEUED) | Q(status=NodeStatus.RETRY_WAIT, next_attempt_at__lte=timezone.now())
+        ready = Q(status=NodeStatus.QUEUED)
+        if retries_due:
+            ready |= Q(status=NodeStatus.RETRY_WAIT, next_attempt_at__lte=timezone.now())
         queued = list(NodeRun.objects.filter(ready, run=run).values_list("pk", flat=True))
         if not queued:
             break

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from apps.runs import services
-from apps.runs.models import NodeRun, NodeStatus, ProviderCall, Run, RunStatus
+from apps.runs.models import NodeStatus, ProviderCall, Run, RunStatus
 from tests.factories import definition, llm_node, save_workflow
+from tests.runs.helpers import drain
 
 pytestmark = pytest.mark.django_db
 SCHEMA = {"type": "object", "required": ["summary"], "properties": {"summary": {"type": "string"}}}
@@ -26,20 +27,8 @@ def start(version, faults: dict[str, Any]) -> Run:
     return services.run_start(workflow=version.workflow, input={"topic": "harbours"}, options=options)
 
 
-def drain(run: Run) -> Run:
-    """Execute queued nodes in this process until nothing is queued (what workers would do)."""
-    for _ in range(100):
-        queued = list(NodeRun.objects.filter(run=run, status=NodeStatus.QUEUED).values_list("pk", flat=True))
-        if not queued:
-            break
-        for pk in queued:
-            services.node_run_execute(node_run_id=pk)
-    run.refresh_from_db()
-    return run
-
-
 def test_a_permanent_error_fails_the_node_as_bad_request_and_keeps_the_error_body():
-    run = drain(start(save_workflow(), {"permanent_error_rate": 1.0}))
+    run = drain(start(save_workflow(), {"permanent_error_rate": 1.0}), retries_due=False)
 
     node = run.node_runs.get()
     assert (node.status, node.error_class, node.attempt) == (NodeStatus.FAILED, "bad_request", 1)
@@ -54,7 +43,7 @@ def test_a_permanent_error_fails_the_node_as_bad_request_and_keeps_the_error_bod
 
 
 def test_malformed_output_is_stored_verbatim_and_refused_as_invalid_output():
-    run = drain(start(save_workflow(definition(nodes=[llm_node("answer", output_schema=SCHEMA)])), {"malformed_rate": 1.0}))
+    run = drain(start(save_workflow(definition(nodes=[llm_node("answer", output_schema=SCHEMA)])), {"malformed_rate": 1.0}), retries_due=False)
 
     call = ProviderCall.objects.filter(run=run).first()
     assert call.error_class == "invalid_output"
