@@ -21,9 +21,8 @@ from pydantic import ConfigDict
 
 from apps.api.auth import requires
 from apps.api.problems import ProblemOut, problem_responses
-from apps.workflows.roles import user_groups
 
-from .access import visible_reviews
+from . import selectors
 from .models import ReviewDecision, ReviewStatus, ReviewTask
 from .services import Decision, review_decide, review_get, reviews_decide_bulk
 
@@ -129,7 +128,7 @@ class ReviewDetailOut(ReviewOut):
 
     @staticmethod
     def resolve_decisions(task: ReviewTask) -> list[ReviewDecision]:
-        return list(task.decisions.select_related("reviewer").order_by("ordinal"))
+        return selectors.review_decisions(task=task)
 
 
 def _page(task: ReviewTask) -> str | None:
@@ -184,24 +183,6 @@ def _with_relations(reviews: QuerySet[ReviewTask]) -> QuerySet[ReviewTask]:
     return reviews.select_related("run__workflow", "decided_by").prefetch_related("assigned_users", "assigned_groups")
 
 
-def _filtered(user: Any, status: str | None, assigned: str, overdue: bool | None, run: UUID | None, workflow: str | None) -> QuerySet[ReviewTask]:
-    reviews = visible_reviews(user)
-    if assigned == "me":
-        reviews = reviews.filter(assigned_users=user)
-    elif assigned == "groups":
-        reviews = reviews.filter(pk__in=ReviewTask.objects.filter(assigned_groups__name__in=user_groups(user)).values("pk"))
-    if status:
-        reviews = reviews.filter(status=status)
-    if overdue is not None:
-        late = {"status": ReviewStatus.PENDING, "due_at__lt": timezone.now()}
-        reviews = reviews.filter(**late) if overdue else reviews.exclude(**late)
-    if run:
-        reviews = reviews.filter(run_id=run)
-    if workflow:
-        reviews = reviews.filter(run__workflow__name=workflow)
-    return reviews
-
-
 def _address(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
@@ -224,7 +205,7 @@ def review_list(
     """The reviews you may see, newest first. ``assigned``: ``me`` (to you by name), ``groups``
     (to one of your groups), ``all`` (everything you may see: your assignments, or every review
     for operators and admins). ``overdue``: pending past its due time."""
-    return _with_relations(_filtered(request.auth, status, assigned, overdue, run, workflow))
+    return _with_relations(selectors.review_list(user=request.auth, status=status, assigned=assigned, overdue=overdue, run=run, workflow=workflow))
 
 
 @router.get("/reviews/{int:review_id}", response={200: ReviewDetailOut, **problem_responses(404)}, summary="Get a review")

@@ -27,7 +27,8 @@ HASHED_FIELDS = (
 )
 
 
-def _value(entry: AuditEntry, name: str) -> Any:
+def hashed_value(entry: AuditEntry, name: str) -> Any:
+    """A field of the entry as its hash sees it: times in UTC with microseconds, the run id as text."""
     value = getattr(entry, name)
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat(timespec="microseconds")
@@ -38,7 +39,7 @@ def _value(entry: AuditEntry, name: str) -> Any:
 
 def entry_hash(entry: AuditEntry) -> str:
     """SHA-256 of the entry's canonical JSON (every field but ``hash`` itself)."""
-    payload = canonical_json({name: _value(entry, name) for name in HASHED_FIELDS})
+    payload = canonical_json({name: hashed_value(entry, name) for name in HASHED_FIELDS})
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -14,7 +14,6 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC
 from functools import wraps
 from typing import Any
 
@@ -26,6 +25,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_safe
 
 from .access import can_read_all
+from .audit import hashed_value
 from .models import AuditEntry
 
 FIELDS = (
@@ -107,13 +107,8 @@ def _chunks(lines: Iterable[str]) -> Iterator[str]:
 
 
 def _row(entry: AuditEntry) -> dict[str, Any]:
-    """The entry's fields as its hash sees them (see apps.reviews.audit.entry_hash)."""
-    return {
-        "seq": entry.seq, "at": entry.at.astimezone(UTC).isoformat(timespec="microseconds"), "event": entry.event,
-        "actor": entry.actor, "actor_id": entry.actor_id, "client_address": entry.client_address, "review_id": entry.review_id,
-        "run_id": str(entry.run_id) if entry.run_id is not None else None, "decision": entry.decision, "comment": entry.comment,
-        "before_json": entry.before_json, "after_json": entry.after_json, "prev_hash": entry.prev_hash, "hash": entry.hash,
-    }  # fmt: skip
+    """The entry's fields as its hash sees them."""
+    return {name: hashed_value(entry, name) for name in FIELDS}
 
 
 def _json_lines(entries: QuerySet[AuditEntry]) -> Iterator[str]:

@@ -24,12 +24,6 @@ def edits_as_text(task: ReviewTask) -> bool:
     return isinstance(task.current_output, str)
 
 
-def edit_initial(task: ReviewTask) -> str:
-    if edits_as_text(task):
-        return task.current_output
-    return json.dumps(task.current_output, indent=2, ensure_ascii=False)
-
-
 def _lines(text: str) -> str:
     # Browsers send textarea line breaks as CRLF; the output had LF.
     return text.replace("\r\n", "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, OuterRef, Q, QuerySet
 from django.utils import timezone
@@ -22,12 +23,12 @@ DECIDED = (ReviewStatus.APPROVED, ReviewStatus.REJECTED, ReviewStatus.CANCELLED)
 _LIST_DEFERRED = ("context", "subject", "output_schema", "escalation")
 
 
-def _assigned_directly(user: Any) -> Exists:
+def assigned_directly(user: Any) -> Exists:
     through = ReviewTask.assigned_users.through
     return Exists(through.objects.filter(reviewtask_id=OuterRef("pk"), user_id=user.pk))
 
 
-def _assigned_through_groups(user: Any) -> Exists:
+def assigned_through_groups(user: Any) -> Exists:
     through = ReviewTask.assigned_groups.through
     return Exists(through.objects.filter(reviewtask_id=OuterRef("pk"), group__name__in=user_groups(user)))
 
@@ -42,7 +43,7 @@ def _pending(user: Any, now: datetime) -> QuerySet[ReviewTask]:
     return (
         visible_reviews(user)
         .filter(status=ReviewStatus.PENDING)
-        .annotate(mine=_assigned_directly(user), via_group=_assigned_through_groups(user), overdue=overdue)
+        .annotate(mine=assigned_directly(user), via_group=assigned_through_groups(user), overdue=overdue)
     )
 
 
@@ -96,6 +97,52 @@ def review_counts(*, user: Any, now: datetime | None = None) -> ReviewCounts:
         n_assigned_overdue=Count("pk", filter=assigned & Q(overdue=True)),
     )
     return ReviewCounts(**{name.removeprefix("n_"): count for name, count in totals.items()})
+
+
+def review_list(
+    *, user: Any, status: str | None = None, assigned: str = "all", overdue: bool | None = None, run: UUID | None = None, workflow: str | None = None
+) -> QuerySet[ReviewTask]:
+    """The reviews ``user`` may see, narrowed as the API's list asks: ``assigned`` me | groups | all,
+    ``overdue`` (pending past its due time) or not, a status, a run, a workflow."""
+    reviews = visible_reviews(user)
+    if assigned == "me":
+        reviews = reviews.filter(assigned_directly(user))
+    elif assigned == "groups":
+        reviews = reviews.filter(assigned_through_groups(user))
+    if status:
+        reviews = reviews.filter(status=status)
+    if overdue is not None:
+        late = {"status": ReviewStatus.PENDING, "due_at__lt": timezone.now()}
+        reviews = reviews.filter(**late) if overdue else reviews.exclude(**late)
+    if run:
+        reviews = reviews.filter(run_id=run)
+    if workflow:
+        reviews = reviews.filter(run__workflow__name=workflow)
+    return reviews
+
+
+@dataclass(frozen=True)
+class ReviewBadge:
+    assigned: int  # pending, assigned to the user by name or through one of their groups
+    assigned_overdue: int
+
+
+def review_badge(*, user: Any, now: datetime | None = None) -> ReviewBadge:
+    """The navigation badge's two counts (``review_counts``'s ``assigned`` and ``assigned_overdue``).
+
+    Every signed-in page polls it every few seconds, so it is one query, which reads neither the
+    user's groups (group membership is joined in the subquery) nor every review an operator may
+    see: what is assigned to someone is always theirs to see.
+    """
+    if not user.is_active:
+        return ReviewBadge(0, 0)
+    through_groups = ReviewTask.assigned_groups.through.objects.filter(reviewtask_id=OuterRef("pk"), group__user=user)
+    totals = (
+        ReviewTask.objects.filter(Q(assigned_directly(user)) | Q(Exists(through_groups)), status=ReviewStatus.PENDING)
+        .order_by()
+        .aggregate(assigned=Count("pk"), assigned_overdue=Count("pk", filter=Q(due_at__lt=now or timezone.now())))
+    )
+    return ReviewBadge(**totals)
 
 
 def reviews_by_id(*, user: Any, review_ids: list[int]) -> dict[int, ReviewTask]:

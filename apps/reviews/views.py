@@ -21,6 +21,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
@@ -30,7 +31,7 @@ from apps.workflows.roles import is_admin
 
 from . import selectors
 from .access import can_decide, can_read_all
-from .forms import BulkDecisionForm, decision_from_post, edit_initial, edits_as_text
+from .forms import BulkDecisionForm, decision_from_post, edits_as_text
 from .models import ReviewTask
 from .services import BulkResult, DecisionInvalid, ReviewConflict, ReviewForbidden, ReviewNotFound, review_decide, review_get, reviews_decide_bulk
 
@@ -63,8 +64,12 @@ def _filter_name(params: QueryDict) -> str:
 
 
 def _inbox_context(user: Any, filter_name: str, page_number: str | None) -> dict[str, Any]:
-    page = Paginator(selectors.inbox_reviews(user=user, filter=filter_name), REVIEWS_PER_PAGE).get_page(page_number)
-    counts = selectors.review_counts(user=user)
+    now = timezone.now()
+    counts = selectors.review_counts(user=user, now=now)
+    paginator = Paginator(selectors.inbox_reviews(user=user, filter=filter_name, now=now), REVIEWS_PER_PAGE)
+    # The tab's count is this queryset's count: no second COUNT on every poll of the rows.
+    paginator.count = counts.for_filter(filter_name)
+    page = paginator.get_page(page_number)
     query = QueryDict(mutable=True)
     query.update({"filter": filter_name, "page": str(page.number)})
     return {
@@ -116,7 +121,7 @@ def counts(request: HtmxHttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         # A page whose session ended stops polling rather than swapping a login page into the badge.
         return HttpResponseStopPolling("") if request.htmx else redirect_to_login(request.get_full_path())
-    return render(request, "reviews/_counts.html", {"counts": selectors.review_counts(user=request.user)})
+    return render(request, "reviews/_counts.html", {"counts": selectors.review_badge(user=request.user)})
 
 
 # --- history ------------------------------------------------------------------------------------
@@ -154,7 +159,6 @@ def _review_context(user: Any, task: ReviewTask, **extra: Any) -> dict[str, Any]
         "upstream": list(task.context.get("upstream", {}).items()),
         "cost_so_far": Decimal(task.context.get("cost_so_far") or 0),
         "edits_as_text": edits_as_text(task),
-        "edit_text": edit_initial(task),
         **extra,
     }
 
