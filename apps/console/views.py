@@ -49,30 +49,29 @@ class HtmxHttpRequest(HttpRequest):
 View = Callable[..., HttpResponse]
 
 
-def viewer_required(view: View) -> View:
-    """Sign-in first (anonymous people go to the login page), then a role that may read (403)."""
-
-    @login_required
-    @wraps(view)
-    def wrapped(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not can_view(request.user):
-            raise PermissionDenied("your account has no role in Dagwright yet")
-        return view(request, *args, **kwargs)
-
-    return wrapped
+Check = tuple[Callable[[Any], bool], str]  # who passes, and what the others are told (403)
+VIEWER: Check = (can_view, "your account has no role in Dagwright yet")
 
 
-def operator_required(view: View) -> View:
-    """``viewer_required``, then the operator role (admins have it too): cancel, retry, re-run."""
+def role_required(*checks: Check) -> Callable[[View], View]:
+    """Sign-in first (anonymous people go to the login page), then each check in turn."""
 
-    @viewer_required
-    @wraps(view)
-    def wrapped(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not can_start_runs(request.user):
-            raise PermissionDenied("this needs the operator role")
-        return view(request, *args, **kwargs)
+    def decorator(view: View) -> View:
+        @wraps(view)
+        def wrapped(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            for allowed, refusal in checks:
+                if not allowed(request.user):
+                    raise PermissionDenied(refusal)
+            return view(request, *args, **kwargs)
 
-    return wrapped
+        return login_required(wrapped)
+
+    return decorator
+
+
+viewer_required = role_required(VIEWER)  # a role that may read
+# then the operator role (admins have it too): cancel, retry, re-run
+operator_required = role_required(VIEWER, (can_start_runs, "this needs the operator role"))
 
 
 def _workflow_or_404(name: str) -> Workflow:
@@ -126,11 +125,9 @@ def workflow_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     return render(request, "console/workflow_detail.html", context)
 
 
-@viewer_required
+@role_required(VIEWER, (can_start_runs, "starting runs needs the operator role"))
 def workflow_run_start(request: HtmxHttpRequest, name: str) -> HttpResponse:
     """The start-a-run page: a form generated from the input schema, or raw JSON."""
-    if not can_start_runs(request.user):
-        raise PermissionDenied("starting runs needs the operator role")
     workflow = _workflow_or_404(name)
     version = _version_or_404(workflow, request.POST.get("version"))  # the version the form showed
     schema = version.definition.get("input_schema") or {}

@@ -198,7 +198,7 @@ def _worker_spans(path: Path, offset: int, complete: Any, timeout: float = 20.0)
     deadline = time.monotonic() + timeout
     while True:
         text = path.read_bytes()[offset:].decode() if path.exists() else ""
-        spans = [json.loads(line) for line in text.splitlines()]
+        spans = [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]  # lines written whole
         if complete(spans) or time.monotonic() > deadline:
             return spans
         time.sleep(0.1)
@@ -235,8 +235,14 @@ def test_one_run_executed_by_a_real_worker_is_one_connected_trace(celery_worker,
         return [span for span in spans if span["context"]["trace_id"] == f"0x{trace_id}"]
 
     def complete(spans: list[dict[str, Any]]) -> bool:
+        """Every span of the run is written, Celery's included: the worker's exporter writes them
+        as they end, not in the order of the tree, so wait for the links and their parents too."""
         spans = in_trace(spans)
-        return (len(_named(spans, "node")), len(_named(spans, "attempt")), len(_named(spans, "chat"))) == (4, 4, 3)
+        if (len(_named(spans, "node")), len(_named(spans, "attempt")), len(_named(spans, "chat"))) != (4, 4, 3):
+            return False
+        by_id = {span["context"]["span_id"]: span for span in spans}
+        linked = [by_id.get(link["context"]["span_id"]) for span in _named(spans, "node") for link in span["links"]]
+        return all(task is not None and task["parent_id"] in by_id for task in linked)
 
     every = _worker_spans(spans_file, offset, complete)
     assert not [span["name"] for span in every if span["parent_id"] is None and span["kind"] == "SpanKind.CLIENT"], "housekeeping roots are dropped"
