@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "apps.workflows",
     "apps.runs",
     "apps.reviews",
+    "apps.audit",
     "apps.providers",
     "apps.console",
     "apps.api",

@@ -10,12 +10,13 @@ from uuid import UUID
 from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from apps.audit.models import AuditEntry
 from apps.runs.models import NodeRun, ProviderCall
 from apps.workflows.roles import can_view as has_role
 from apps.workflows.roles import user_groups
 
 from .access import visible_reviews
-from .models import AuditEntry, DecisionKind, ReviewDecision, ReviewStatus, ReviewTask
+from .models import DecisionKind, ReviewDecision, ReviewStatus, ReviewTask
 
 INBOX_FILTERS = ("pending", "mine", "groups", "overdue")
 DECIDED = (ReviewStatus.APPROVED, ReviewStatus.REJECTED, ReviewStatus.CANCELLED)

@@ -21,6 +21,7 @@ from django.db.models import Sum
 from django.utils import timezone
 from jsonschema import Draft202012Validator
 
+from apps.audit.audit import audit_append
 from apps.engine.canonical import canonical_json, not_json_data
 from apps.engine.errors import Problem, json_pointer
 from apps.engine.spec import LlmNode, ReviewNode, duration_seconds
@@ -28,7 +29,6 @@ from apps.runs.models import NodeRun, NodeStatus, ProviderCall, Run
 from apps.runs.services import ReviewGateClosed, node_run_review_decided, node_runs_dispatch, run_lock
 
 from .access import can_decide, can_read_all, can_view
-from .audit import audit_append
 from .models import DecisionKind, ReviewDecision, ReviewStatus, ReviewTask
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import exports, views
+from . import views
 
 app_name = "reviews"
 
@@ -9,8 +9,6 @@ urlpatterns = [
     path("reviews/counts/", views.counts, name="counts"),
     path("reviews/history/", views.history, name="history"),
     path("reviews/decide/", views.decide_selected, name="decide-selected"),
-    path("reviews/audit/export.csv", exports.audit_csv, name="audit-csv"),
-    path("reviews/audit/export.json", exports.audit_json, name="audit-json"),
     path("reviews/<int:review_id>/", views.review_detail, name="detail"),
     path("reviews/<int:review_id>/decide/", views.review_decide_view, name="decide"),
 ]

@@ -15,7 +15,8 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from apps.api.services import api_token_issue
-from apps.reviews.models import AuditEntry, ReviewDecision, ReviewStatus, ReviewTask
+from apps.audit.models import AuditEntry
+from apps.reviews.models import ReviewDecision, ReviewStatus, ReviewTask
 from apps.runs.models import NodeRun, NodeStatus, RunEvent, RunStatus
 from apps.runs.services import run_start
 from apps.workflows.roles import REVIEWERS

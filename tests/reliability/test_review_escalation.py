@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from apps.reviews.audit import audit_verify
-from apps.reviews.models import AuditEntry, ReviewTask
+from apps.audit.audit import audit_verify
+from apps.audit.models import AuditEntry
+from apps.reviews.models import ReviewTask
 from apps.runs.models import NodeRun, NodeStatus, RunStatus
 from apps.runs.services import run_start
 from tests.factories import save_workflow

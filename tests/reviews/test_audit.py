@@ -21,10 +21,11 @@ from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from apps.audit.audit import GENESIS, HASHED_FIELDS, audit_append, audit_verify, entry_hash
+from apps.audit.exports import FIELDS
+from apps.audit.models import AuditEntry, AuditLogReadOnly
 from apps.engine.canonical import canonical_json
-from apps.reviews.audit import GENESIS, HASHED_FIELDS, audit_append, audit_verify, entry_hash
-from apps.reviews.exports import FIELDS
-from apps.reviews.models import AuditEntry, AuditLogReadOnly, ReviewDecision, ReviewTask
+from apps.reviews.models import ReviewDecision, ReviewTask
 from apps.reviews.services import Decision, review_decide
 from apps.runs.operations import run_cancel
 from tests.conftest import ROOT
@@ -151,8 +152,8 @@ def test_an_altered_comment_is_named_by_verify_the_command_and_the_admin_page(re
     assert str(caught.value).startswith(f"audit chain broken at entry #{altered}: entry #{altered} was altered")
 
     client.force_login(admin)
-    page = client.get(reverse("admin:reviews_auditentry_verify"))
-    link = reverse("admin:reviews_auditentry_change", args=[AuditEntry.objects.get(seq=altered).pk])
+    page = client.get(reverse("admin:audit_auditentry_verify"))
+    link = reverse("admin:audit_auditentry_change", args=[AuditEntry.objects.get(seq=altered).pk])
     assert page.status_code == 200
     assert "Audit chain broken at entry" in page.content.decode()
     assert f'<a href="{link}">#{altered}</a>' in page.content.decode()
@@ -185,7 +186,7 @@ def test_a_deleted_middle_entry_is_reported_where_the_gap_is(reviewer, admin, cl
     with pytest.raises(CommandError, match=f"broken at entry #{removed + 1}: entry #{removed} is missing"):
         call_command("verify_audit_chain", stdout=io.StringIO())
     client.force_login(admin)
-    assert f"entry #{removed} is missing" in client.get(reverse("admin:reviews_auditentry_verify")).content.decode()
+    assert f"entry #{removed} is missing" in client.get(reverse("admin:audit_auditentry_verify")).content.decode()
 
 
 def test_the_command_and_the_admin_page_report_an_intact_chain(reviewer, admin, client):
@@ -196,7 +197,7 @@ def test_the_command_and_the_admin_page_report_an_intact_chain(reviewer, admin, 
 
     assert out.getvalue() == "4 entries, chain intact\n"
     client.force_login(admin)
-    assert "4 entries, chain intact." in client.get(reverse("admin:reviews_auditentry_verify")).content.decode()
+    assert "4 entries, chain intact." in client.get(reverse("admin:audit_auditentry_verify")).content.decode()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -305,7 +306,7 @@ def test_concurrent_appends_keep_one_unbroken_chain():
 
 def export(client, user, name: str, **params: str):
     client.force_login(user)
-    return client.get(reverse(f"reviews:{name}"), params)
+    return client.get(reverse(f"audit:{name}"), params)
 
 
 def csv_rows(response) -> list[dict[str, str]]:
@@ -415,7 +416,7 @@ def test_exports_are_for_admins_and_operators(request, client, name, role, statu
 
 @pytest.mark.parametrize("name", ["audit-csv", "audit-json"])
 def test_anonymous_people_are_sent_to_sign_in(client, name):
-    response = client.get(reverse(f"reviews:{name}"))
+    response = client.get(reverse(f"audit:{name}"))
 
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
@@ -428,24 +429,24 @@ def test_the_audit_list_links_to_the_chain_check_and_offers_no_changes(reviewer,
     edited_review(reviewer)
     client.force_login(admin)
 
-    page = client.get(reverse("admin:reviews_auditentry_changelist"))
+    page = client.get(reverse("admin:audit_auditentry_changelist"))
 
     assert page.status_code == 200
-    assert f'href="{reverse("admin:reviews_auditentry_verify")}"' in page.content.decode()
+    assert f'href="{reverse("admin:audit_auditentry_verify")}"' in page.content.decode()
     assert "delete_selected" not in page.content.decode()
-    assert reverse("admin:reviews_auditentry_add") not in page.content.decode()
+    assert reverse("admin:audit_auditentry_add") not in page.content.decode()
 
 
-@pytest.mark.parametrize("model", ["auditentry", "reviewtask", "reviewdecision"])
+@pytest.mark.parametrize("model", ["audit_auditentry", "reviews_reviewtask", "reviews_reviewdecision"])
 def test_the_admin_shows_reviews_and_the_trail_read_only(reviewer, admin, client, model):
     edited_review(reviewer)
-    obj = {"auditentry": AuditEntry, "reviewtask": ReviewTask, "reviewdecision": ReviewDecision}[model].objects.order_by("pk").first()
+    obj = {"audit_auditentry": AuditEntry, "reviews_reviewtask": ReviewTask, "reviews_reviewdecision": ReviewDecision}[model].objects.order_by("pk").first()
     client.force_login(admin)
 
-    viewed = client.get(reverse(f"admin:reviews_{model}_change", args=[obj.pk]))
-    changed = client.post(reverse(f"admin:reviews_{model}_change", args=[obj.pk]), {"comment": "rewritten"})
-    added = client.get(reverse(f"admin:reviews_{model}_add"))
-    deleted = client.post(reverse(f"admin:reviews_{model}_delete", args=[obj.pk]), {"post": "yes"})
+    viewed = client.get(reverse(f"admin:{model}_change", args=[obj.pk]))
+    changed = client.post(reverse(f"admin:{model}_change", args=[obj.pk]), {"comment": "rewritten"})
+    added = client.get(reverse(f"admin:{model}_add"))
+    deleted = client.post(reverse(f"admin:{model}_delete", args=[obj.pk]), {"post": "yes"})
 
     assert viewed.status_code == 200
     assert 'name="_save"' not in viewed.content.decode()
@@ -469,7 +470,7 @@ def test_the_review_list_filters_by_status(reviewer, admin, client):
 def test_the_chain_check_page_is_for_staff_only(operator, client):
     client.force_login(operator)
 
-    response = client.get(reverse("admin:reviews_auditentry_verify"))
+    response = client.get(reverse("admin:audit_auditentry_verify"))
 
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))

@@ -9,10 +9,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps.audit.audit import audit_verify
+from apps.audit.models import AuditEntry
 from apps.engine.errors import DefinitionError
 from apps.reviews import tasks
-from apps.reviews.audit import audit_verify
-from apps.reviews.models import AuditEntry, ReviewStatus, ReviewTask
+from apps.reviews.models import ReviewStatus, ReviewTask
 from apps.reviews.services import Decision, ReviewNotFound, review_decide, reviews_escalate_overdue
 from apps.runs.models import NodeRun, NodeStatus, RunStatus
 from orchestrator_site.celery import app

@@ -8,8 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from apps.reviews.audit import audit_append, audit_verify
-from apps.reviews.models import AuditEntry, ReviewStatus, ReviewTask
+from apps.audit.audit import audit_append, audit_verify
+from apps.audit.models import AuditEntry
+from apps.reviews.models import ReviewStatus, ReviewTask
 from apps.reviews.services import Decision, DecisionInvalid, ReviewConflict, review_decide, reviews_decide_bulk, reviews_escalate_overdue
 from apps.runs import executors
 from apps.runs.models import NodeRun, RunStatus

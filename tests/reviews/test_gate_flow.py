@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from apps.audit.audit import audit_verify
+from apps.audit.models import AuditEntry
 from apps.engine.canonical import content_hash
-from apps.reviews.audit import audit_verify
-from apps.reviews.models import AuditEntry, ReviewStatus
+from apps.reviews.models import ReviewStatus
 from apps.reviews.services import Decision, DecisionInvalid, review_decide
 from apps.runs.models import NodeRun, NodeStatus, ProviderCall, RunStatus
 from apps.runs.operations import run_cancel

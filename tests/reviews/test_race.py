@@ -25,8 +25,9 @@ from django.db import connections
 from django.utils import timezone
 
 from apps.api.services import api_token_issue
-from apps.reviews.audit import audit_verify
-from apps.reviews.models import AuditEntry, ReviewDecision, ReviewStatus, ReviewTask
+from apps.audit.audit import audit_verify
+from apps.audit.models import AuditEntry
+from apps.reviews.models import ReviewDecision, ReviewStatus, ReviewTask
 from apps.reviews.services import Decision, ReviewConflict, ReviewNotFound, review_decide, reviews_escalate_overdue
 from apps.runs.models import NodeRun, NodeStatus, Run, RunEvent, RunStatus
 from apps.runs.operations import run_cancel

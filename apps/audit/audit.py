@@ -3,6 +3,11 @@
 An entry's hash is SHA-256 over the canonical JSON of its fields (``prev_hash`` included), so each
 entry seals the one before it. Appends serialise on the unique ``seq``: two appenders that read
 the same head both try ``seq`` = head + 1; one wins, the other retries on the new head.
+
+Review gates record their events here, and workflows their changes (``saved``, ``published``,
+``rolled_back``, with ``workflow_name`` set). The workflow's name joined the hashed fields after
+the chain began: it is hashed (as ``"workflow"``) only when set, so every entry written before
+keeps the hash it was written with.
 """
 
 from __future__ import annotations
@@ -37,9 +42,17 @@ def hashed_value(entry: AuditEntry, name: str) -> Any:
     return value
 
 
+def hashed_fields(entry: AuditEntry) -> dict[str, Any]:
+    """What the entry's hash covers: ``HASHED_FIELDS``, and ``workflow`` when the entry names one."""
+    fields = {name: hashed_value(entry, name) for name in HASHED_FIELDS}
+    if entry.workflow_name:
+        fields["workflow"] = entry.workflow_name
+    return fields
+
+
 def entry_hash(entry: AuditEntry) -> str:
     """SHA-256 of the entry's canonical JSON (every field but ``hash`` itself)."""
-    payload = canonical_json({name: hashed_value(entry, name) for name in HASHED_FIELDS})
+    payload = canonical_json(hashed_fields(entry))
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -48,13 +61,13 @@ def _text(value: Any) -> str:
 
 
 def audit_append(
-    *, event: str, review: Any = None, run_id: Any = None, actor: Any = None, client_address: str | None = "",
+    *, event: str, review: Any = None, run_id: Any = None, workflow: str = "", actor: Any = None, client_address: str | None = "",
     decision: str = "", comment: str = "", before: Any = None, after: Any = None,
 ) -> AuditEntry:  # fmt: skip
     """Append an entry at the head of the chain; call it inside the transaction of the change it records."""
     name = actor.get_username() if getattr(actor, "is_authenticated", False) else (actor if isinstance(actor, str) else "system")
     entry = AuditEntry(
-        review=review, run_id=run_id if run_id is not None else getattr(review, "run_id", None), event=event, actor=name,
+        review=review, run_id=run_id if run_id is not None else getattr(review, "run_id", None), workflow_name=workflow, event=event, actor=name,
         actor_id=actor.pk if getattr(actor, "is_authenticated", False) else None, at=timezone.now().replace(tzinfo=UTC),
         client_address=client_address or "", decision=decision, comment=comment, before_json=_text(before), after_json=_text(after),
     )  # fmt: skip

@@ -1,10 +1,10 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.reviews.audit import audit_verify
+from apps.audit.audit import audit_verify
 
 
 class Command(BaseCommand):
-    help = "Recompute the review audit trail's hash chain; exit 1 naming the first broken entry."
+    help = "Recompute the audit trail's hash chain (review decisions and workflow changes); exit 1 naming the first broken entry."
 
     def handle(self, *args, **options) -> None:
         report = audit_verify()

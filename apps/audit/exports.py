@@ -1,9 +1,11 @@
 """The audit trail, exported for admins and operators: CSV for people, JSON for programs.
 
-Both stream the entries in ``seq`` order, all of them or those of one review (``?review=<id>``)
-or one run (``?run=<uuid>``). The JSON export keeps every hashed field exactly as the chain
-hashes it (``at`` in UTC with microseconds, ``before_json``/``after_json`` as the canonical JSON text that was hashed), so a program
-can re-verify the chain outside Dagwright. The CSV neutralises spreadsheet formulas in its
+Both stream the entries in ``seq`` order, all of them or those of one review (``?review=<id>``),
+one run (``?run=<uuid>``) or one workflow's changes (``?workflow=<name>``). The JSON export keeps
+every hashed field exactly as the chain hashes it (``at`` in UTC with microseconds,
+``before_json``/``after_json`` as the canonical JSON text that was hashed), so a program can
+re-verify the chain outside Dagwright: the hash covers ``HASHED_FIELDS``, plus ``workflow`` when
+it is not empty (``apps.audit.audit.hashed_fields``). The CSV neutralises spreadsheet formulas in its
 untrusted cells (comments and model output), so it is for reading, not for re-hashing.
 """
 
@@ -24,12 +26,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, Query
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from .access import can_read_all
+from apps.workflows.roles import OPERATORS, is_admin, user_groups
+
 from .audit import hashed_value
 from .models import AuditEntry
 
 FIELDS = (
-    *("seq", "at", "event", "actor", "actor_id", "client_address", "review_id", "run_id"),
+    *("seq", "at", "event", "actor", "actor_id", "client_address", "review_id", "run_id", "workflow"),
     *("decision", "comment", "before_json", "after_json", "prev_hash", "hash"),
 )
 # A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets (OWASP
@@ -42,13 +45,18 @@ class BadFilter(ValueError):
     """A ``review`` or ``run`` filter that is not an id."""
 
 
+def can_read_audit(user: Any) -> bool:
+    """Admins and operators read the whole trail."""
+    return is_admin(user) or OPERATORS in user_groups(user)
+
+
 def audit_reader_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Sign-in first (anonymous people go to the login page), then admin or operator (403)."""
 
     @login_required
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not can_read_all(request.user):
+        if not can_read_audit(request.user):
             raise PermissionDenied("the audit trail is for admins and operators")
         return view(request, *args, **kwargs)
 
@@ -91,6 +99,10 @@ def _filtered(params: QueryDict) -> tuple[QuerySet[AuditEntry], str]:
         except ValueError:
             raise BadFilter("run must be a run id (a UUID)") from None
         entries, label = entries.filter(run_id=run_id), f"{label}-run-{run_id}"
+    if workflow := params.get("workflow"):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,99}", workflow):
+            raise BadFilter("workflow must be a workflow's name")
+        entries, label = entries.filter(workflow_name=workflow), f"{label}-workflow-{workflow}"
     return entries, label
 
 
@@ -108,7 +120,7 @@ def _chunks(lines: Iterable[str]) -> Iterator[str]:
 
 def _row(entry: AuditEntry) -> dict[str, Any]:
     """The entry's fields as its hash sees them."""
-    return {name: hashed_value(entry, name) for name in FIELDS}
+    return {name: entry.workflow_name if name == "workflow" else hashed_value(entry, name) for name in FIELDS}
 
 
 def _json_lines(entries: QuerySet[AuditEntry]) -> Iterator[str]:
