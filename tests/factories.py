@@ -58,7 +58,10 @@ def fan_out_definition(name: str = "fan", width: int = 3) -> dict[str, Any]:
     )
 
 
-def save_workflow(spec: dict[str, Any] | None = None):
-    """Save a definition and return its version."""
-    version, _ = workflow_save(spec=spec or definition())
+def save_workflow(spec: dict[str, Any] | None = None, *, publish: bool = True, check_models: bool = True):
+    """Save a definition, published unless told otherwise, and return its version.
+
+    ``check_models=False`` saves models no provider serves, for tests of what a run does with them.
+    """
+    version, _ = workflow_save(spec=spec or definition(), publish=publish, check_models=check_models)
     return version

@@ -1,10 +1,12 @@
-"""Reading request bodies: strict JSON, as RFC 8259 has it, and not nested past a limit."""
+"""Reading request bodies: strict JSON, as RFC 8259 has it, or YAML (``application/yaml``,
+``text/yaml``: workflow definitions as authors write them), and not nested past a limit."""
 
 from __future__ import annotations
 
 import json
 from typing import Any, NoReturn
 
+import yaml
 from django.http import HttpRequest
 from ninja.parser import Parser
 
@@ -30,10 +32,40 @@ def nested_deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
+YAML_TYPES = frozenset({"application/yaml", "text/yaml", "application/x-yaml"})
+
+
+class YAMLBodyError(ValueError):
+    """A YAML body that does not parse; ``line`` and ``column`` (1-based) say where, when known."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None):
+        self.message, self.line, self.column = message, line, column
+        super().__init__(f"line {line}, column {column}: {message}" if line else message)
+
+
+def is_yaml(request: HttpRequest) -> bool:
+    return request.content_type in YAML_TYPES
+
+
+def parse_yaml(body: bytes) -> Any:
+    try:
+        return yaml.safe_load(body.decode())
+    except UnicodeDecodeError:
+        raise YAMLBodyError("the body is not UTF-8 text") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        message = " ".join(part for part in (exc.context, exc.problem) if part) or "not valid YAML"
+        raise YAMLBodyError(message, mark.line + 1 if mark else None, mark.column + 1 if mark else None) from None
+    except yaml.YAMLError as exc:
+        raise YAMLBodyError(str(exc)) from None
+    except RecursionError:
+        raise YAMLBodyError("nested too deeply") from None
+
+
 class StrictJSONParser(Parser):
     def parse_body(self, request: HttpRequest) -> Any:
         try:
-            data = json.loads(request.body, parse_constant=_not_a_json_number)
+            data = parse_yaml(request.body) if is_yaml(request) else json.loads(request.body, parse_constant=_not_a_json_number)
         except RecursionError:
             raise ValueError("nested too deeply") from None
         if nested_deeper_than(data, MAX_BODY_DEPTH):

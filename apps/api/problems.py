@@ -26,6 +26,10 @@ from apps.engine.errors import DefinitionError, InputError, Problem
 from apps.reviews.services import DecisionInvalid, ReviewConflict, ReviewForbidden, ReviewNotFound
 from apps.runs.operations import RunStateConflict
 from apps.runs.services import IdempotencyConflict
+from apps.workflows.models import WorkflowNotPublished
+from apps.workflows.services import PublishConflict
+
+from .parser import YAMLBodyError, is_yaml, parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,8 @@ class ProblemErrorOut(Schema):
     pointer: str | None = None
     parameter: str | None = None
     detail: str
+    line: int | None = None  # where in a YAML or JSON text body, when the problem is about one (1-based)
+    column: int | None = None
 
 
 class ProblemOut(Schema):
@@ -97,7 +103,7 @@ def _problem_list(problems: list[Problem], status: int, kind: str, title: str, p
 
 def _request_json(request: HttpRequest) -> Any:
     try:
-        return json.loads(request.body)
+        return parse_yaml(request.body) if is_yaml(request) else json.loads(request.body)
     except (ValueError, RequestDataTooBig):
         return None
 
@@ -148,6 +154,19 @@ def on_idempotency_conflict(request: HttpRequest, exc: IdempotencyConflict) -> H
     return _problem_list([problem], 409, "idempotency-conflict", "The idempotency key was used for a different request")
 
 
+def on_publish_conflict(request: HttpRequest, exc: PublishConflict) -> HttpResponse:
+    # Who published which version and when, in the detail for people and as members for programs.
+    published_at = exc.published_at.isoformat() if exc.published_at else None
+    extra = {"published_version": exc.published, "published_by": exc.published_by, "published_at": published_at, "expected_published": exc.expected}
+    errors = [{"pointer": "/expected_published", "detail": str(exc)}]
+    title = "Another version was published since you looked"
+    return problem_response(409, str(exc), kind="publish-conflict", title=title, errors=errors, extra=extra)
+
+
+def on_workflow_not_published(request: HttpRequest, exc: WorkflowNotPublished) -> HttpResponse:
+    return _problem_list([Problem("/version", str(exc))], 409, "workflow-not-published", "The workflow has no published version")
+
+
 def on_review_not_found(request: HttpRequest, exc: ReviewNotFound) -> HttpResponse:
     return problem_response(404, f"review {exc} not found")
 
@@ -188,6 +207,10 @@ def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> H
 
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     detail = exc.message
+    if isinstance(exc.__cause__, YAMLBodyError):
+        cause = exc.__cause__
+        detail = f"the request body is not valid YAML: {cause}"
+        return problem_response(400, detail, errors=[{"pointer": "", "detail": cause.message, "line": cause.line, "column": cause.column}])
     if isinstance(exc.__cause__, ValueError):  # ninja's "Cannot parse request body": say why
         detail = f"the request body is not valid JSON: {exc.__cause__}"
     return problem_response(exc.status_code, detail)
@@ -209,6 +232,8 @@ HANDLERS: dict[type[Exception], Callable[[HttpRequest, Any], HttpResponse]] = {
     UnknownReference: on_unknown_reference,
     IdempotencyConflict: on_idempotency_conflict,
     RunStateConflict: on_run_state_conflict,
+    PublishConflict: on_publish_conflict,
+    WorkflowNotPublished: on_workflow_not_published,
     ReviewNotFound: on_review_not_found,
     ReviewForbidden: on_review_forbidden,
     ReviewConflict: on_review_conflict,

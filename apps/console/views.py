@@ -32,7 +32,7 @@ from apps.runs.models import NodeRun, Run, RunStatus
 from apps.runs.operations import RunStateConflict, UnknownNode
 from apps.runs.services import IdempotencyConflict, run_start
 from apps.workflows import selectors as workflow_selectors
-from apps.workflows.models import Workflow, WorkflowVersion
+from apps.workflows.models import Workflow, WorkflowNotPublished, WorkflowVersion
 from apps.workflows.roles import can_start_runs, can_view
 
 from .forms import RawInputForm, RunInputForm, input_skeleton
@@ -82,10 +82,17 @@ def _workflow_or_404(name: str) -> Workflow:
 
 
 def _version_or_404(workflow: Workflow, number: str | None = None) -> WorkflowVersion:
+    """The version asked for, else the published one; WorkflowNotPublished when there is none."""
     try:
         return workflow_selectors.version_get(workflow=workflow, number=int(number) if number and number.isdigit() else None)
     except WorkflowVersion.DoesNotExist:
         raise Http404(f"workflow {workflow.name!r} has no such version") from None
+
+
+def _not_published(request: HtmxHttpRequest, workflow: Workflow) -> HttpResponse:
+    """A page, not a 404: the workflow exists, it only has nothing published to run yet (409)."""
+    context = {"workflow": workflow, "latest": workflow_selectors.version_latest(workflow=workflow)}
+    return render(request, "console/workflow_not_published.html", context, status=409)
 
 
 def _run_or_404(run_id: uuid.UUID) -> Run:
@@ -113,11 +120,12 @@ def workflow_list(request: HtmxHttpRequest) -> HttpResponse:
 def workflow_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     workflow = _workflow_or_404(name)
     versions = list(workflow_selectors.version_list(workflow=workflow))
-    latest = _version_or_404(workflow) if versions else None
+    # the published version's nodes; a workflow with drafts only shows its newest draft's
+    shown = _version_or_404(workflow) if workflow.published_version_id else workflow_selectors.version_latest(workflow=workflow)
     context = {
         "workflow": workflow,
         "versions": versions,
-        "latest": latest,
+        "shown": shown,
         "runs": run_selectors.workflow_recent_runs(workflow=workflow, limit=RECENT_RUNS),
         "stats": run_selectors.workflow_run_stats(workflow=workflow),
         "can_start": can_start_runs(request.user),
@@ -129,7 +137,10 @@ def workflow_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
 def workflow_run_start(request: HtmxHttpRequest, name: str) -> HttpResponse:
     """The start-a-run page: a form generated from the input schema, or raw JSON."""
     workflow = _workflow_or_404(name)
-    version = _version_or_404(workflow, request.POST.get("version"))  # the version the form showed
+    try:  # the version the form showed (or a version linked to), else the published one
+        version = _version_or_404(workflow, request.POST.get("version") or request.GET.get("version"))
+    except WorkflowNotPublished:
+        return _not_published(request, workflow)
     schema = version.definition.get("input_schema") or {}
     mode = "json" if request.POST.get("mode") == "json" else "form"
     submission = _submission_key(request.POST.get("submission"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from . import graph
 from .canonical import canonical_json, content_hash, not_json_data
 from .errors import DefinitionError, InputError, Problem, json_pointer
-from .spec import NODE_TYPES, WorkflowSpec
+from .spec import NODE_TYPES, LlmNode, RouterNode, WorkflowSpec
 
 MAX_DEFINITION_BYTES = 256 * 1024
 MAX_NODES = 500
@@ -102,6 +103,32 @@ def load(raw: Any) -> graph.Plan:
     except ValidationError as exc:
         raise DefinitionError(pydantic_problems(raw, exc.errors())) from None
     return check_spec(spec)
+
+
+def spec_models(spec: WorkflowSpec) -> Iterator[tuple[str, str]]:
+    """Every model the definition names, with its pointer: each llm node's ``model`` and
+    ``fallbacks``, each llm router's ``llm.model`` and ``llm.fallbacks``."""
+    for index, node in enumerate(spec.nodes):
+        where = f"/nodes/{index}"
+        calls = node if isinstance(node, LlmNode) else node.llm if isinstance(node, RouterNode) and node.llm else None
+        if calls is None:
+            continue
+        where = where if isinstance(node, LlmNode) else where + "/llm"
+        yield f"{where}/model", calls.model
+        yield from ((f"{where}/fallbacks/{i}", model) for i, model in enumerate(calls.fallbacks))
+
+
+def model_problems(spec: WorkflowSpec, served: Callable[[str], bool]) -> list[Problem]:
+    """A problem for each model no provider serves, as ``served`` (the site's providers) says.
+
+    The engine does not know the providers; the caller passes what does (apps.providers.registry).
+    """
+    problems = []
+    for pointer, model in spec_models(spec):
+        if not served(model):
+            node = spec.nodes[int(pointer.split("/")[2])].id
+            problems.append(Problem(pointer, f"node '{node}': no configured provider serves model '{model}'"))
+    return problems
 
 
 def dump(spec: WorkflowSpec) -> dict[str, Any]:

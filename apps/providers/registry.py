@@ -26,10 +26,12 @@ from django.conf import settings
 from pydantic import ValidationError
 
 from .base import Provider, ProviderError
+from .pricing import model_price
 from .simulated import SimulatedProvider, SimulationConfig, unknown_model
 
 SIMULATED_PREFIX = "sim-"
 MAX_PROVIDER_NAME = 50  # ProviderCall.provider
+EXACT_MATCH = 1_000_000  # how closely a model listed by its name matches (``_match``)
 
 
 def provider_for(model: str, *, run_options: dict[str, Any] | None = None) -> Provider:
@@ -43,10 +45,32 @@ def provider_for(model: str, *, run_options: dict[str, Any] | None = None) -> Pr
     return _configured_provider(model)
 
 
+def model_served(model: str) -> bool:
+    """Whether a definition may name ``model``: what saving and validating a definition check.
+
+    ``sim-*`` models always are (the simulated provider answers any of them). A model an endpoint
+    lists by its exact name is. A model an endpoint only matches by a prefix (``"gpt-*"``) is
+    served only if the price table knows it too (an active ``ModelPrice`` row or the built-in
+    ``PRICES``): a prefix is a convenience for a family of real models, not a promise that any
+    name in it exists, and ``gpt-99`` must be refused when it is written, not when a run fails.
+    An admin who adds a model adds its price (which its costs need anyway) or lists it by name.
+    ``provider_for`` itself still routes by prefix alone, so a configuration that changed after a
+    save fails the call as ``unknown_model`` at run time, as before.
+    """
+    if not model:
+        return False
+    if model.startswith(SIMULATED_PREFIX):
+        return True
+    endpoints: dict[str, dict[str, Any]] = getattr(settings, "DAGWRIGHT_PROVIDERS", {})
+    ranks = [_match(model, entry.get("models", ())) for entry in endpoints.values() if isinstance(entry, dict)]
+    best = max(ranks, default=0)
+    return best == EXACT_MATCH or (best > 0 and model_price(model) is not None)
+
+
 def _match(model: str, names: list[str] | tuple[str, ...]) -> int:
     """How closely ``names`` list ``model``: 0 not at all, else higher for a closer match."""
     if model in names:
-        return 1_000_000
+        return EXACT_MATCH
     prefixes = [n[:-1] for n in names if n.endswith("*") and model.startswith(n[:-1])]
     return 1 + max(map(len, prefixes)) if prefixes else 0
 

@@ -40,7 +40,7 @@ class RunIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
     workflow: str = Field(min_length=1, max_length=100, description="The workflow's name.")
-    version: int | None = Field(None, ge=1, description="A version number; the latest when left out.")
+    version: int | None = Field(None, ge=1, description="A version number; the published version when left out.")
     input: dict[str, Any] = Field(default_factory=dict, description="Checked against the workflow's input schema.")
     idempotency_key: str | None = Field(None, min_length=1, max_length=200, description="The same key from the same user returns the same run.")
     simulation: SimulationConfig | None = Field(None, description="Overrides for the simulated model provider.")

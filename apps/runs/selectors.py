@@ -10,7 +10,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from apps.workflows.models import Workflow
-from apps.workflows.selectors import workflow_list_with_latest
+from apps.workflows.selectors import workflow_list_with_published
 
 from .models import ACTIVE_RUN_STATUSES, NodeRun, NodeStatus, ProviderCall, Run, RunEvent, RunStatus
 
@@ -85,11 +85,11 @@ def _start_of_day(day: date) -> datetime:
 
 
 def workflow_list_with_run_stats() -> QuerySet[Workflow]:
-    """Workflows with their latest version (see ``workflow_list_with_latest``), ``runs_count``
+    """Workflows with their published version (see ``workflow_list_with_published``), ``runs_count``
     and ``last_run_status``, in one query."""
     runs = Run.objects.filter(workflow=OuterRef("pk"))
     counted = runs.order_by().values("workflow").annotate(n=Count("pk")).values("n")
-    return workflow_list_with_latest().annotate(
+    return workflow_list_with_published().annotate(
         runs_count=Coalesce(Subquery(counted, output_field=IntegerField()), 0),
         last_run_status=Subquery(runs.order_by("-created_at").values("status")[:1]),
         last_run_at=Subquery(runs.order_by("-created_at").values("created_at")[:1]),

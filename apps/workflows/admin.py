@@ -1,6 +1,9 @@
 from django.contrib import admin
+from django.http import HttpRequest
 
 from .models import Workflow, WorkflowVersion
+
+EDITOR_URL = "/workflows/new/"  # the workflow editor (console); a workflow is only ever created from a definition
 
 
 class WorkflowVersionInline(admin.TabularInline):
@@ -17,9 +20,21 @@ class WorkflowVersionInline(admin.TabularInline):
 
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
-    list_display = ("name", "description", "created_at", "updated_at")
+    """No "Add workflow" here: a workflow without a definition has nothing to run. The list links
+    to the editor instead; the published pointer moves only through a publish (audited)."""
+
+    list_display = ("name", "description", "published_version", "published_by", "published_at", "updated_at")
+    list_select_related = ("published_version", "published_by")
     search_fields = ("name", "description")
+    readonly_fields = ("published_version", "published_by", "published_at", "created_by")
     inlines = [WorkflowVersionInline]
+    change_list_template = "admin/workflows/workflow/change_list.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        return super().changelist_view(request, extra_context={"editor_url": EDITOR_URL, **(extra_context or {})})
 
 
 @admin.register(WorkflowVersion)

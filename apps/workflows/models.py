@@ -7,11 +7,24 @@ from apps.engine.graph import Plan
 
 
 class Workflow(models.Model):
+    """A named workflow: its immutable versions, and the one that is published.
+
+    Runs started without a version number run ``published_version``; saving a definition adds
+    (or reuses) a version without publishing it, and publishing moves the pointer (rolling back
+    is publishing an older version). ``published_by`` and ``published_at`` say who moved it last
+    and when; every move is in the audit trail. Only ``apps.workflows.services`` moves it, under
+    a row lock on the workflow.
+    """
+
     name = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # RESTRICT, not PROTECT: a version is never deleted alone, but it goes with its workflow.
+    published_version = models.ForeignKey("WorkflowVersion", null=True, blank=True, on_delete=models.RESTRICT, related_name="+")
+    published_at = models.DateTimeField(null=True, blank=True)
+    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["name"]
@@ -19,12 +32,17 @@ class Workflow(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def latest_version(self) -> WorkflowVersion | None:
-        return self.versions.order_by("-number").first()
-
 
 class VersionImmutable(Exception):
     pass
+
+
+class WorkflowNotPublished(Exception):
+    """A run was asked for without a version number, of a workflow that has no published version."""
+
+    def __init__(self, workflow: Workflow):
+        self.workflow = workflow
+        super().__init__(f"workflow '{workflow.name}' has no published version: publish one, or name the version to run")
 
 
 class WorkflowVersion(models.Model):

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from django.db.models import JSONField, Max, OuterRef, QuerySet, Subquery
+from django.db.models import F, JSONField, Max, OuterRef, QuerySet, Subquery
 
 from apps.engine import definition
+from apps.engine.diff import DefinitionDiff, definition_diff
 from apps.engine.graph import Plan
 
-from .models import Workflow, WorkflowVersion
+from .models import Workflow, WorkflowNotPublished, WorkflowVersion
 
 
 @lru_cache(maxsize=256)
@@ -29,37 +30,56 @@ def workflow_list() -> QuerySet[Workflow]:
 
 
 def workflow_get(*, name: str) -> Workflow:
-    return Workflow.objects.get(name=name)
+    """A workflow with its published version (without its definition) and who published it."""
+    return Workflow.objects.select_related("published_version", "published_by").defer("published_version__definition").get(name=name)
 
 
 def version_get(*, workflow: Workflow, number: int | None = None) -> WorkflowVersion:
-    """The given version of a workflow, or its latest."""
-    versions = workflow.versions.all()
-    if number is None:
-        version = versions.order_by("-number").first()
-        if version is None:
-            raise WorkflowVersion.DoesNotExist(f"workflow '{workflow.name}' has no version")
-        return version
-    return versions.get(number=number)
+    """The given version of a workflow or, without a number, its published version.
 
-
-def workflow_list_with_latest() -> QuerySet[Workflow]:
-    """Workflows annotated with their latest version: ``latest_number`` and ``latest_definition``.
-
-    One query whatever the number of workflows (the console's workflow list).
+    Raises WorkflowVersion.DoesNotExist for an unknown number, WorkflowNotPublished when no
+    number is given and nothing is published.
     """
-    latest = WorkflowVersion.objects.filter(workflow=OuterRef("pk")).order_by("-number")
+    if number is None:
+        if workflow.published_version_id is None:
+            raise WorkflowNotPublished(workflow)
+        return workflow.versions.get(pk=workflow.published_version_id)
+    return workflow.versions.get(number=number)
+
+
+def version_latest(*, workflow: Workflow) -> WorkflowVersion | None:
+    """The newest version, published or not (an editor opens it: it may be a draft)."""
+    return workflow.versions.order_by("-number").first()
+
+
+def workflow_list_with_published() -> QuerySet[Workflow]:
+    """Workflows annotated with ``published_number``, ``published_definition`` and
+    ``latest_number``; one query whatever the number of workflows (the console's workflow list)."""
+    # .order_by(): the Meta ordering joins workflows into the subquery, which would shadow the outer row
+    published = WorkflowVersion.objects.filter(pk=OuterRef("published_version_id")).order_by()
     return workflow_list().annotate(
-        latest_number=Subquery(latest.values("number")[:1]),
-        latest_definition=Subquery(latest.values("definition")[:1], output_field=JSONField()),
+        published_number=F("published_version__number"),
+        published_definition=Subquery(published.values("definition")[:1], output_field=JSONField()),
+        latest_number=Max("versions__number"),
     )
 
 
-def workflow_list_with_latest_number() -> QuerySet[Workflow]:
-    """Workflows with ``latest_number`` only: no definitions carried (they are up to 256 KiB each)."""
-    return workflow_list().annotate(latest_number=Max("versions__number"))
+def workflow_list_with_numbers() -> QuerySet[Workflow]:
+    """Workflows with ``latest_number`` and ``published_number`` only: no definitions carried
+    (they are up to 256 KiB each)."""
+    return workflow_list().select_related("published_by").annotate(latest_number=Max("versions__number"), published_number=F("published_version__number"))
 
 
 def version_list(*, workflow: Workflow) -> QuerySet[WorkflowVersion]:
     """A workflow's versions, newest first, without their (possibly large) definitions."""
     return workflow.versions.select_related("created_by").defer("definition").order_by("-number")
+
+
+def version_diff(*, workflow: Workflow, before: int, after: int) -> DefinitionDiff:
+    """The structured and unified diff from version ``before`` to version ``after`` (any order:
+    rolling back is a diff from newer to older). Raises WorkflowVersion.DoesNotExist."""
+    definitions = dict(workflow.versions.filter(number__in=[before, after]).values_list("number", "definition"))
+    missing = [n for n in (before, after) if n not in definitions]
+    if missing:
+        raise WorkflowVersion.DoesNotExist(f"workflow '{workflow.name}' has no version {missing[0]}")
+    return definition_diff(definitions[before], definitions[after], before_label=f"{workflow.name} v{before}", after_label=f"{workflow.name} v{after}")

@@ -20,7 +20,7 @@ ARTICLE = {
 
 
 def test_fan_out_demo_runs_branches_in_parallel_and_persists_every_node(celery_worker, operator):
-    version, _ = workflow_save(spec=definition_parse_text(text=(DEMOS / "article-brief.yaml").read_text()))
+    version, _ = workflow_save(spec=definition_parse_text(text=(DEMOS / "article-brief.yaml").read_text()), publish=True)
     run = run_start(workflow=version.workflow, input=ARTICLE, started_by=operator, options={"simulation": {"latency": "fixed:300"}})
 
     run = wait_for_run(run.id)

@@ -39,3 +39,16 @@ def test_engine_written_rows_cannot_be_added_or_changed_in_the_admin(rf, admin, 
     model_admin = admin_site.get_model_admin(model)
     assert not model_admin.has_add_permission(request)
     assert not model_admin.has_change_permission(request)
+
+
+def test_no_workflow_is_created_without_a_definition_the_list_links_to_the_editor(client, admin):
+    save_workflow()
+    client.force_login(admin)
+
+    listed = client.get(reverse("admin:workflows_workflow_changelist")).content.decode()
+    added = client.get(reverse("admin:workflows_workflow_add"))
+
+    assert added.status_code == 403
+    assert reverse("admin:workflows_workflow_add") not in listed
+    assert '<a href="/workflows/new/" id="workflow-editor-link">' in listed
+    assert "tiny" in listed

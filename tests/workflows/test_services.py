@@ -198,6 +198,6 @@ def test_load_demos_is_idempotent() -> None:
     call_command("load_demos", stdout=second)
 
     names = ["article-brief", "meeting-actions", "support-reply", "support-triage"]
-    assert first.getvalue().splitlines() == [f"{name} v1 created" for name in names]
-    assert second.getvalue().splitlines() == [f"{name} v1 unchanged" for name in names]
+    assert first.getvalue().splitlines() == [f"{name} v1 created, published" for name in names]
+    assert second.getvalue().splitlines() == [f"{name} v1 unchanged, published" for name in names]
     assert _rows() == (4, 4)
