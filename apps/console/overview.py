@@ -115,18 +115,24 @@ class RunCounts:
         return self.finished[RunStatus.SUCCEEDED] / total if total else None
 
 
-def runs_active() -> dict[str, int]:
+def _real(rows: QuerySet, run_path: str, include_test_runs: bool) -> QuerySet:
+    """``rows`` without those of test runs (drafts run on the simulated provider), unless asked.
+    ``run_path`` leads from the rows to their run ("" for runs themselves)."""
+    return rows if include_test_runs else rows.filter(**{f"{run_path}is_test": False})
+
+
+def runs_active(*, include_test_runs: bool = False) -> dict[str, int]:
     """How many runs are pending, running and waiting for a review now, in one query."""
-    rows = Run.objects.order_by().filter(status__in=ACTIVE_RUN_STATUSES).values("status").annotate(n=Count("*"))
+    rows = _real(Run.objects.order_by(), "", include_test_runs).filter(status__in=ACTIVE_RUN_STATUSES).values("status").annotate(n=Count("*"))
     found = {row["status"]: row["n"] for row in rows}
     return {status: found.get(status, 0) for status in ACTIVE_RUN_STATUSES}
 
 
-def runs_finished(*, since: datetime, until: datetime) -> tuple[dict[str, int], list[SuccessRate]]:
+def runs_finished(*, since: datetime, until: datetime, include_test_runs: bool = False) -> tuple[dict[str, int], list[SuccessRate]]:
     """Runs that finished between ``since`` and ``until``: by status, and per workflow with its success rate
     (the least successful first), from one grouped query."""
     rows = (
-        Run.objects.order_by()
+        _real(Run.objects.order_by(), "", include_test_runs)
         .filter(finished_at__range=(since, until), status__in=FINISHED_RUN_STATUSES)
         .values("status", workflow_name=F("workflow__name"))
         .annotate(n=Count("*"))
@@ -142,9 +148,9 @@ def runs_finished(*, since: datetime, until: datetime) -> tuple[dict[str, int], 
     return by_status, sorted(rates, key=lambda r: (r.rate, -r.finished, r.workflow))
 
 
-def run_counts(*, since: datetime, until: datetime) -> RunCounts:
-    finished, workflows = runs_finished(since=since, until=until)
-    return RunCounts(active=runs_active(), finished=finished, workflows=workflows)
+def run_counts(*, since: datetime, until: datetime, include_test_runs: bool = False) -> RunCounts:
+    finished, workflows = runs_finished(since=since, until=until, include_test_runs=include_test_runs)
+    return RunCounts(active=runs_active(include_test_runs=include_test_runs), finished=finished, workflows=workflows)
 
 
 @dataclass(frozen=True)
@@ -153,13 +159,13 @@ class NodeRates:
     more: bool  # more nodes finished in the window than are shown
 
 
-def node_success_rates(*, since: datetime, until: datetime, limit: int = NODES_SHOWN) -> NodeRates:
+def node_success_rates(*, since: datetime, until: datetime, limit: int = NODES_SHOWN, include_test_runs: bool = False) -> NodeRates:
     """Per workflow and node, the nodes that succeeded over those that succeeded or failed between
     ``since`` and ``until`` (skipped and cancelled nodes did not try), the least successful first, in one query."""
     finished = Count("*")
     succeeded = Count("status", filter=Q(status=NodeStatus.SUCCEEDED))
     rows = (
-        NodeRun.objects.order_by()
+        _real(NodeRun.objects.order_by(), "run__", include_test_runs)
         .filter(finished_at__range=(since, until), status__in=NODE_OUTCOMES)
         .values("node_id", workflow_name=F("run__workflow__name"))
         .annotate(finished=finished, succeeded=succeeded, rate=Cast(succeeded, FloatField()) / Cast(finished, FloatField()))
@@ -273,17 +279,21 @@ def _percentiles_by_offset(rows: QuerySet, fractions: Sequence[float]) -> Latenc
     return Latency(count=count, percentiles={f: finished - started for f, (finished, started) in found.items()})
 
 
-def node_latency(*, since: datetime, until: datetime) -> Latency:
+def node_latency(*, since: datetime, until: datetime, include_test_runs: bool = False) -> Latency:
     """How long nodes that succeeded or failed in the window took (their last attempt; review gates excluded)."""
-    rows = NodeRun.objects.filter(finished_at__range=(since, until), status__in=NODE_OUTCOMES, started_at__isnull=False).exclude(
-        node_type__in=UNTIMED_NODE_TYPES
+    rows = (
+        _real(NodeRun.objects.all(), "run__", include_test_runs)
+        .filter(finished_at__range=(since, until), status__in=NODE_OUTCOMES, started_at__isnull=False)
+        .exclude(node_type__in=UNTIMED_NODE_TYPES)
     )
     return latency_percentiles(rows)
 
 
-def run_latency(*, since: datetime, until: datetime) -> Latency:
+def run_latency(*, since: datetime, until: datetime, include_test_runs: bool = False) -> Latency:
     """How long runs that finished in the window took, from start to finish (review waits included)."""
-    return latency_percentiles(Run.objects.filter(finished_at__range=(since, until), status__in=FINISHED_RUN_STATUSES, started_at__isnull=False))
+    return latency_percentiles(
+        _real(Run.objects.all(), "", include_test_runs).filter(finished_at__range=(since, until), status__in=FINISHED_RUN_STATUSES, started_at__isnull=False)
+    )
 
 
 # --- tokens and cost per hour or day ---------------------------------------------------------------
@@ -327,7 +337,7 @@ def bucket_of(field_name: str, starts: Sequence[datetime], lo: int = 0, hi: int 
     return Case(earlier, default=bucket_of(field_name, starts, mid, hi), output_field=IntegerField())
 
 
-def usage_by_bucket(*, since: datetime, until: datetime, bucket: str) -> list[UsageBucket]:
+def usage_by_bucket(*, since: datetime, until: datetime, bucket: str, include_test_runs: bool = False) -> list[UsageBucket]:
     """Provider calls, tokens and cost per hour or day since ``since``, oldest first, every bucket
     of the window present (zero when nothing was called), in one query.
 
@@ -336,7 +346,7 @@ def usage_by_bucket(*, since: datetime, until: datetime, bucket: str) -> list[Us
     """
     starts = bucket_starts(since=since, until=until, bucket=bucket)
     rows = (
-        ProviderCall.objects.order_by()
+        _real(ProviderCall.objects.order_by(), "run__", include_test_runs)
         .filter(created_at__range=(since, until))
         .annotate(bucket=bucket_of("created_at", starts))
         .values("bucket")
@@ -365,12 +375,12 @@ class ErrorClassCount:
     failures: int
 
 
-def failures_by_error_class(*, since: datetime, until: datetime, limit: int = ERROR_CLASSES_SHOWN) -> list[ErrorClassCount]:
+def failures_by_error_class(*, since: datetime, until: datetime, limit: int = ERROR_CLASSES_SHOWN, include_test_runs: bool = False) -> list[ErrorClassCount]:
     """Node attempts retried and nodes failed between ``since`` and ``until``, per error class, from the event log
     (a failure an operator has since retried is still counted), the most failures first, in one query."""
     retrying, failed = Q(kind="node_retrying"), Q(kind="node_failed")
     rows = (
-        RunEvent.objects.order_by()
+        _real(RunEvent.objects.order_by(), "run__", include_test_runs)
         .filter(retrying | failed, created_at__range=(since, until))
         .values(error_class=KT("data__error_class"))
         .annotate(retries=Count("kind", filter=retrying), failures=Count("kind", filter=failed))
@@ -412,20 +422,25 @@ def _sum_buckets(start: datetime, buckets: Iterable[UsageBucket]) -> UsageBucket
     )
 
 
-def overview_get(*, user: Any, window: Window = DEFAULT_WINDOW, now: datetime | None = None) -> Overview:
-    """Everything the overview shows for ``window`` ending ``now``; the reviews are those ``user`` may see."""
+def overview_get(*, user: Any, window: Window = DEFAULT_WINDOW, now: datetime | None = None, include_test_runs: bool = False) -> Overview:
+    """Everything the overview shows for ``window`` ending ``now``; the reviews are those ``user`` may see.
+
+    Test runs (an admin trying a draft) are left out unless ``include_test_runs``: they say
+    nothing about how production is doing.
+    """
     now = now or timezone.now()
     since = now - window.span
+    tests = {"include_test_runs": include_test_runs}
     return Overview(
         window=window,
         since=since,
         until=now,
-        runs=run_counts(since=since, until=now),
-        nodes=node_success_rates(since=since, until=now),
-        node_latency=node_latency(since=since, until=now),
-        run_latency=run_latency(since=since, until=now),
-        usage=usage_by_bucket(since=since, until=now, bucket=window.bucket),
-        errors=failures_by_error_class(since=since, until=now),
+        runs=run_counts(since=since, until=now, **tests),
+        nodes=node_success_rates(since=since, until=now, **tests),
+        node_latency=node_latency(since=since, until=now, **tests),
+        run_latency=run_latency(since=since, until=now, **tests),
+        usage=usage_by_bucket(since=since, until=now, bucket=window.bucket, **tests),
+        errors=failures_by_error_class(since=since, until=now, **tests),
         breakers=breaker_overview(transitions_per_breaker=5),
         reviews=review_counts(user=user, now=now),
     )

@@ -16,6 +16,9 @@ first endpoint listed. A model no endpoint lists is a permanent ``unknown_model`
 
 A run's options tune the simulation only: they never choose an endpoint, its URL or its key,
 since a run's options are user input and an endpoint given by a user would receive the key.
+The one routing choice they make only ever takes calls away from the endpoints: with
+``options["simulate_all_models"]`` (a test run of a draft, ``apps.runs.services.run_start_test``)
+every model, whatever its name, is answered by the simulated provider, so it costs nothing real.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ from .pricing import model_price
 from .simulated import SimulatedProvider, SimulationConfig, unknown_model
 
 SIMULATED_PREFIX = "sim-"
+SIMULATE_ALL_MODELS = "simulate_all_models"  # a run option: every model on the simulated provider
 MAX_PROVIDER_NAME = 50  # ProviderCall.provider
 EXACT_MATCH = 1_000_000  # how closely a model listed by its name matches (``_match``)
 
 
 def provider_for(model: str, *, run_options: dict[str, Any] | None = None) -> Provider:
     """The provider for ``model`` configured for a run; raises a permanent ProviderError."""
-    if model.startswith(SIMULATED_PREFIX):
+    if model.startswith(SIMULATED_PREFIX) or (run_options or {}).get(SIMULATE_ALL_MODELS) is True:
         try:
             config = SimulationConfig.merged(settings.DAGWRIGHT_SIMULATION, (run_options or {}).get("simulation"))
         except (ValueError, TypeError) as exc:  # a run's options are user input (pydantic errors are ValueErrors)

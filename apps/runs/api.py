@@ -88,6 +88,7 @@ class RunOut(Schema):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    is_test: bool = Field(description="A test run of a draft: its models were answered by the simulated provider.")
 
     @staticmethod
     def resolve_workflow(run: Run) -> str:
@@ -168,9 +169,10 @@ def run_create(request: HttpRequest, payload: RunIn, response: HttpResponse) -> 
 
 @router.get("/runs", response={200: list[RunOut], **problem_responses(422)}, summary="List runs")
 @paginate(LimitOffsetPagination)
-def run_list_get(request: HttpRequest, workflow: str | None = None, status: RunStatus | None = None) -> Any:
-    """Runs, newest first, optionally of one workflow and in one status."""
-    return run_table(workflow=workflow, status=status)  # without the inputs and definitions it would not show
+def run_list_get(request: HttpRequest, workflow: str | None = None, status: RunStatus | None = None, is_test: bool | None = None) -> Any:
+    """Runs, newest first, optionally of one workflow, in one status, and test runs only
+    (``is_test=true``) or none of them (``false``)."""
+    return run_table(workflow=workflow, status=status, is_test=is_test)  # without the inputs and definitions it would not show
 
 
 @router.get("/runs/{uuid:run_id}", response={200: RunDetailOut, **problem_responses(404)}, summary="Get a run")

@@ -64,6 +64,9 @@ class Run(models.Model):
     # The W3C traceparent of the run's span (apps.runs.telemetry): every worker's node spans join
     # its trace. Empty when tracing was off as the run started.
     traceparent = models.CharField(max_length=64, blank=True, default="")
+    # A test run of a draft (``run_start_test``): every model on the simulated provider; listed
+    # apart and left out of the overview.
+    is_test = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]

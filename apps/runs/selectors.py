@@ -59,13 +59,15 @@ def run_table(
     started_by: str | None = None,
     created_from: date | None = None,
     created_to: date | None = None,
+    is_test: bool | None = None,
 ) -> QuerySet[Run]:
     """Runs for a list page: ``run_list`` without the large JSON columns, optionally by id prefix,
     by who started them (a username, any case) and by the day they were created.
 
     An ``id_prefix`` that cannot be part of a uuid matches nothing. ``created_from`` and
     ``created_to`` are inclusive days in the site's time zone, compared as a range of instants
-    so that the ``created_at`` indexes serve them.
+    so that the ``created_at`` indexes serve them. ``is_test`` True lists test runs only, False
+    none of them, None both.
     """
     runs = run_list(workflow=workflow, status=status).defer("input", "options", "version__definition")
     if id_prefix:
@@ -77,6 +79,8 @@ def run_table(
         runs = runs.filter(created_at__gte=_start_of_day(created_from))
     if created_to is not None:
         runs = runs.filter(created_at__lt=_start_of_day(created_to + timedelta(days=1)))
+    if is_test is not None:
+        runs = runs.filter(is_test=is_test)
     return runs
 
 

@@ -25,6 +25,7 @@ from apps.engine.canonical import content_hash
 from apps.engine.errors import TemplateError
 from apps.engine.graph import Plan
 from apps.engine.spec import RetryPolicy
+from apps.providers.registry import SIMULATE_ALL_MODELS
 from apps.workflows.models import Workflow, WorkflowVersion
 from apps.workflows.selectors import version_get, version_plan
 
@@ -73,11 +74,14 @@ def run_start(
     idempotency_key: str | None = None,
     started_by: Any = None,
     options: dict[str, Any] | None = None,
+    is_test: bool = False,
 ) -> Run:
     """Validate the input, create the run and its node rows, and queue the first nodes.
 
-    The same ``idempotency_key`` from the same user returns the run it started the first time;
-    raises InputError (nothing written), IdempotencyConflict or WorkflowVersion.DoesNotExist.
+    Without ``version_number`` the run pins the workflow's published version. The same
+    ``idempotency_key`` from the same user returns the run it started the first time; raises
+    InputError (nothing written), IdempotencyConflict, WorkflowVersion.DoesNotExist or
+    WorkflowNotPublished. ``is_test`` marks a test run (use ``run_start_test``).
     """
     version = version_get(workflow=workflow, number=version_number)
     plan = version.plan
@@ -90,12 +94,31 @@ def run_start(
             return existing
     try:
         with transaction.atomic():
-            return _create_run(plan, version, input, idempotency_key, user, options or {}, limits)
+            return _create_run(plan, version, input, idempotency_key, user, options or {}, limits, is_test)
     except IntegrityError:
         existing = _idempotent_run(user, idempotency_key, version, input) if idempotency_key else None
         if existing is None:
             raise
         return existing
+
+
+def run_start_test(
+    *,
+    workflow: Workflow,
+    version_number: int,
+    input: dict[str, Any],
+    started_by: Any = None,
+    real_providers: bool = False,
+    simulation: dict[str, Any] | None = None,
+) -> Run:
+    """Start a test run of any version, published or not (a draft being edited): marked
+    ``is_test`` and, unless ``real_providers``, with every model answered by the simulated
+    provider (``apps.providers.registry.SIMULATE_ALL_MODELS``), so it costs nothing real.
+    ``simulation`` tunes the simulated provider as a run's options do. Raises as ``run_start``."""
+    options: dict[str, Any] = {} if real_providers else {SIMULATE_ALL_MODELS: True}
+    if simulation:
+        options["simulation"] = simulation
+    return run_start(workflow=workflow, input=input, version_number=version_number, started_by=started_by, options=options, is_test=True)
 
 
 def _idempotent_run(user: Any, key: str, version: WorkflowVersion, input: dict[str, Any]) -> Run | None:
@@ -106,12 +129,19 @@ def _idempotent_run(user: Any, key: str, version: WorkflowVersion, input: dict[s
 
 
 def _create_run(
-    plan: Plan, version: WorkflowVersion, input: dict[str, Any], key: str | None, user: Any, options: dict[str, Any], limits: tuple[int | None, Decimal | None]
+    plan: Plan,
+    version: WorkflowVersion,
+    input: dict[str, Any],
+    key: str | None,
+    user: Any,
+    options: dict[str, Any],
+    limits: tuple[int | None, Decimal | None],
+    is_test: bool = False,
 ) -> Run:
     budget_tokens, budget_cost = limits
     run = Run(
         workflow_id=version.workflow_id, version=version, input=input, idempotency_key=key or None, started_by=user, options=options,
-        budget_tokens=budget_tokens, budget_cost=budget_cost,
+        budget_tokens=budget_tokens, budget_cost=budget_cost, is_test=is_test,
     )  # fmt: skip
     with telemetry.run_span(run, plan.spec.name):  # the run's root span: its traceparent goes in the row
         run.save(force_insert=True)
