@@ -157,7 +157,7 @@ def test_the_run_list_is_paginated(reviewer, operator, version):
     assert page["count"] == 5
     assert [r["id"] for r in page["items"]] == [str(runs[3].id), str(runs[2].id)]
     assert set(page["items"][0]) == {
-        "id", "workflow", "version", "status", "tokens_in", "tokens_out", "cost", "error", "started_by", "created_at", "started_at", "finished_at",
+        "id", "workflow", "version", "status", "tokens_in", "tokens_out", "cost", "error", "started_by", "created_at", "started_at", "finished_at", "is_test",
     }  # fmt: skip
 
 

@@ -33,6 +33,9 @@ from tests.reviews.helpers import start_gated_run
 
 pytestmark = pytest.mark.django_db
 EDITED = {"reply": "We refund you in full today", "priority": 2}
+# Saving and publishing the gated workflow come first in the chain (apps.workflows audits them):
+# the review's entries follow from seq SETUP + 1 on.
+SETUP = 2
 
 
 @contextmanager
@@ -61,7 +64,8 @@ def seq_of(task: ReviewTask, event: str) -> int:
 
 
 def edited_review(reviewer) -> ReviewTask:
-    """A gate edited then approved: entries created, assigned, edited, decided (seq 1 to 4)."""
+    """A gate edited then approved: the workflow saved and published (seq 1, 2), then the review's
+    entries created, assigned, edited, decided (seq 3 to 6)."""
     _, task = start_gated_run()
     review_decide(review_id=task.pk, user=reviewer, decision=Decision("edit", output=EDITED, comment="warmer"), client_address="203.0.113.9")
     return task
@@ -124,13 +128,13 @@ def test_each_entry_seals_the_one_before_it(reviewer):
     review_decide(review_id=start_gated_run()[1].pk, user=reviewer, decision=Decision("approve"))
 
     entries = list(AuditEntry.objects.order_by("seq"))
-    assert [e.seq for e in entries] == list(range(1, 8))
+    assert [e.seq for e in entries] == list(range(1, SETUP + 8))
     assert entries[0].prev_hash == GENESIS
     for before, entry in zip(entries, entries[1:], strict=False):
         assert entry.prev_hash == before.hash
     assert all(entry.hash == entry_hash(entry) for entry in entries)
     assert audit_verify().ok
-    assert audit_verify().entries == 7
+    assert audit_verify().entries == SETUP + 7
 
 
 # --- tamper detection -----------------------------------------------------------------------
@@ -195,9 +199,9 @@ def test_the_command_and_the_admin_page_report_an_intact_chain(reviewer, admin, 
 
     call_command("verify_audit_chain", stdout=out)
 
-    assert out.getvalue() == "4 entries, chain intact\n"
+    assert out.getvalue() == "6 entries, chain intact\n"
     client.force_login(admin)
-    assert "4 entries, chain intact." in client.get(reverse("admin:audit_auditentry_verify")).content.decode()
+    assert "6 entries, chain intact." in client.get(reverse("admin:audit_auditentry_verify")).content.decode()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -220,7 +224,7 @@ def test_the_command_exits_1_naming_the_broken_entry(reviewer, test_database_url
 
 def test_the_application_refuses_to_change_or_remove_an_entry(reviewer):
     edited_review(reviewer)
-    entry = AuditEntry.objects.get(seq=3)
+    entry = AuditEntry.objects.get(seq=SETUP + 3)
     entry.comment = "nothing happened"
 
     with pytest.raises(AuditLogReadOnly):
@@ -228,7 +232,7 @@ def test_the_application_refuses_to_change_or_remove_an_entry(reviewer):
     with pytest.raises(AuditLogReadOnly):
         entry.delete()
     with pytest.raises(AuditLogReadOnly):
-        AuditEntry.objects.filter(seq=3).update(comment="nothing happened")
+        AuditEntry.objects.filter(seq=SETUP + 3).update(comment="nothing happened")
     with pytest.raises(AuditLogReadOnly), transaction.atomic():  # bulk_update's own block has no savepoint
         AuditEntry.objects.bulk_update([entry], ["comment"])
     with pytest.raises(AuditLogReadOnly):
@@ -236,8 +240,8 @@ def test_the_application_refuses_to_change_or_remove_an_entry(reviewer):
     with pytest.raises(AuditLogReadOnly):
         AuditEntry.objects.all().delete()
 
-    assert AuditEntry.objects.get(seq=3).comment == "warmer"
-    assert AuditEntry.objects.count() == 4
+    assert AuditEntry.objects.get(seq=SETUP + 3).comment == "warmer"
+    assert AuditEntry.objects.count() == SETUP + 4
     assert audit_verify().ok
 
 
@@ -256,13 +260,13 @@ def test_postgresql_refuses_raw_updates_and_deletes(reviewer):
         pytest.skip("the append-only trigger is PostgreSQL's; on SQLite the application and the hash chain guard the trail")
     edited_review(reviewer)
 
-    with pytest.raises(DatabaseError, match="append-only: UPDATE refused on entry 3"), transaction.atomic():
-        raw_sql("UPDATE reviews_auditentry SET comment = %s WHERE seq = %s", ["nothing happened", 3])
+    with pytest.raises(DatabaseError, match=f"append-only: UPDATE refused on entry {SETUP + 3}"), transaction.atomic():
+        raw_sql("UPDATE reviews_auditentry SET comment = %s WHERE seq = %s", ["nothing happened", SETUP + 3])
     with pytest.raises(DatabaseError, match="append-only: DELETE refused on entry 2"), transaction.atomic():
-        raw_sql("DELETE FROM reviews_auditentry WHERE seq = %s", [2])
+        raw_sql("DELETE FROM reviews_auditentry WHERE seq = %s", [2])  # a workflow's entry: the same refusal
 
-    assert AuditEntry.objects.get(seq=3).comment == "warmer"
-    assert AuditEntry.objects.count() == 4
+    assert AuditEntry.objects.get(seq=SETUP + 3).comment == "warmer"
+    assert AuditEntry.objects.count() == SETUP + 4
     assert audit_verify().ok
 
 
@@ -360,7 +364,8 @@ def test_the_json_export_holds_every_entry_as_hashed(two_reviews, admin, client)
     previous = GENESIS
     for row in rows:
         assert row["prev_hash"] == previous
-        assert hashlib.sha256(canonical_json({name: row[name] for name in HASHED_FIELDS}).encode()).hexdigest() == row["hash"]
+        hashed = {name: row[name] for name in HASHED_FIELDS} | ({"workflow": row["workflow"]} if row["workflow"] else {})
+        assert hashlib.sha256(canonical_json(hashed).encode()).hexdigest() == row["hash"]
         previous = row["hash"]
 
 
@@ -451,7 +456,7 @@ def test_the_admin_shows_reviews_and_the_trail_read_only(reviewer, admin, client
     assert viewed.status_code == 200
     assert 'name="_save"' not in viewed.content.decode()
     assert (changed.status_code, added.status_code, deleted.status_code) == (403, 403, 403)
-    assert AuditEntry.objects.count() == 4
+    assert AuditEntry.objects.count() == SETUP + 4
     assert audit_verify().ok
 
 
