@@ -166,8 +166,19 @@ def _workflow_locked(spec: WorkflowSpec, user: Any) -> Workflow:
     workflow, created = Workflow.objects.get_or_create(name=spec.name, defaults={"description": spec.description, "created_by": user})
     if created:
         return workflow
-    # The row lock serialises every save and publish of this workflow: version numbers, the pointer.
-    return Workflow.objects.select_for_update().select_related("published_version", "published_by").get(pk=workflow.pk)
+    return _lock(workflow.pk)
+
+
+def _lock(pk: int) -> Workflow:
+    """The workflow, its row locked, read after the lock with its published version and publisher.
+
+    The row lock serialises every save and publish of this workflow (version numbers, the
+    pointer). The related rows are read by a second statement, once the lock is held: joined to
+    the locking one, PostgreSQL would re-read only the locked row after waiting for a concurrent
+    publish, and could pair the new pointer with no (or the old) version.
+    """
+    Workflow.objects.select_for_update().filter(pk=pk).values_list("pk", flat=True).get()
+    return Workflow.objects.select_related("published_version", "published_by").get(pk=pk)
 
 
 def _check_expected(workflow: Workflow, expected: int | None) -> None:
@@ -202,7 +213,7 @@ def workflow_publish(*, workflow: Workflow, version_number: int, user: Any = Non
     number.
     """
     with transaction.atomic():
-        locked = Workflow.objects.select_for_update().select_related("published_version", "published_by").get(pk=workflow.pk)
+        locked = _lock(workflow.pk)
         _check_expected(locked, expected_published)
         version = locked.versions.get(number=version_number)
         _publish(locked, version, _user(user))
