@@ -4,10 +4,15 @@ publishes serialise, runs pin their version, and every change is in the verifyin
 
 from __future__ import annotations
 
+import json
 import threading
+from io import StringIO
 
 import pytest
+import yaml
+from django.core.management import CommandError, call_command
 from django.db import connection
+from django.urls import reverse
 
 from apps.audit.audit import audit_verify, entry_hash
 from apps.audit.models import AuditEntry
@@ -194,3 +199,35 @@ def test_concurrent_publishes_with_the_same_expected_version_exactly_one_wins(ad
     assert published() == won[0]
     assert [e[0] for e in workflow_events()].count("published") == 2  # v1, then the winner only
     assert audit_verify().ok
+
+
+def test_workflow_load_saves_files_as_drafts_or_published(tmp_path, admin):
+    first, second, bad = tmp_path / "one.yaml", tmp_path / "two.json", tmp_path / "bad.yaml"
+    first.write_text(yaml.safe_dump(v(1)))
+    second.write_text(json.dumps(v(2)))
+    bad.write_text("name: tiny\nnodes: []\n")
+    out = StringIO()
+
+    call_command("workflow_load", str(first), stdout=out)
+    call_command("workflow_load", str(second), "--publish", "--user", admin.username, stdout=out)
+
+    assert out.getvalue().splitlines() == ["tiny v1 created", "tiny v2 created, published"]
+    assert (published(), workflow_get(name="tiny").published_by) == (2, admin)
+    with pytest.raises(CommandError, match="bad.yaml: /nodes: a workflow needs at least one node"):
+        call_command("workflow_load", str(bad), stdout=out)
+    with pytest.raises(CommandError, match="missing.yaml"):
+        call_command("workflow_load", str(tmp_path / "missing.yaml"), stdout=out)
+
+
+def test_the_exports_and_the_chain_check_cover_one_workflows_changes(admin, client):
+    workflow_save(spec=v(1), user=admin, publish=True)
+    workflow_save(spec=definition("other"), user=admin, publish=True)
+    client.force_login(admin)
+
+    rows = json.loads(b"".join(client.get(reverse("audit:audit-json"), {"workflow": "tiny"}).streaming_content))
+    verdict = StringIO()
+    call_command("verify_audit_chain", stdout=verdict)
+
+    assert [(r["event"], r["workflow"]) for r in rows] == [("saved", "tiny"), ("published", "tiny")]
+    assert client.get(reverse("audit:audit-json"), {"workflow": "Not A Name!"}).status_code == 400
+    assert verdict.getvalue() == "4 entries, chain intact\n"
