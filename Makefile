@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint install migrate demo clean
+.PHONY: run test lint mutants install migrate demo clean
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Dagwright needs Python 3.11 or newer")'
@@ -28,6 +28,10 @@ run: demo
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# not part of `make test`: breaks each promised rule in a scratch copy and runs the tests that name it
+mutants: install
+	$(BIN)/python bin/mutants $(MUTANTS_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -23,6 +23,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery.signals import task_received, worker_ready
@@ -32,13 +33,13 @@ from django.conf import settings
 
 log = logging.getLogger(__name__)
 PROBE_TASK = "runs.probe"
-_last_arrival = [time.monotonic()]  # when a probe last reached this worker's consumer
+_arrivals = [0]  # probes that reached this worker's consumer (only the consumer's thread counts them)
 
 
 @task_received.connect
 def _probe_arrived(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
     if request is not None and request.name == PROBE_TASK:
-        _last_arrival[0] = time.monotonic()
+        _arrivals[0] += 1
 
 
 @worker_ready.connect
@@ -54,29 +55,36 @@ class ConsumerWatchdog:
     Redis restart while it was in flight) is answered by the next; only when no probe has arrived
     since one sent ``timeout`` ago is the consumer judged stuck."""
 
-    def __init__(self, app: Any, hostname: str, concurrency: int):
-        self.app, self.queue, self.concurrency = app, worker_direct(hostname), concurrency
+    def __init__(self, app: Any, hostname: str, concurrency: int, clock: Callable[[], float] = time.monotonic):
+        self.app, self.queue, self.concurrency, self.clock = app, worker_direct(hostname), concurrency, clock
         self.interval = settings.DAGWRIGHT_WATCHDOG_SECONDS
         self.timeout = settings.DAGWRIGHT_WATCHDOG_TIMEOUT_SECONDS
         self.grace = settings.DAGWRIGHT_WATCHDOG_GRACE_SECONDS
         self.unanswered_since: float | None = None  # when the oldest probe sent after the last arrival went out
-        self.last_sent = 0.0
+        self.arrivals_then = 0  # the arrivals counted just before that probe went out: one more answers it
+        self.last_sent = float("-inf")
         self.free_since: float | None = None
 
     def run(self) -> None:
         while True:
             time.sleep(min(1.0, self.interval))
-            now = time.monotonic()
-            if self.stuck(now):
-                self.stop(now)
+            if self.check():
+                self.stop()
                 return
-            if now - self.last_sent >= self.interval:
-                self.send(now)
+
+    def check(self) -> bool:
+        """One look at the consumer: True when it is judged stuck, else a probe goes out if one is due."""
+        now = self.clock()
+        if self.stuck(now):
+            return True
+        if now - self.last_sent >= self.interval:
+            self.send(now)
+        return False
 
     def stuck(self, now: float) -> bool:
         busy = len(state.reserved_requests) >= self.concurrency
-        self.free_since = None if busy else (self.free_since or now)
-        if self.unanswered_since is not None and _last_arrival[0] > self.unanswered_since:
+        self.free_since = None if busy else (now if self.free_since is None else self.free_since)
+        if self.unanswered_since is not None and _arrivals[0] != self.arrivals_then:
             self.unanswered_since = None
         if self.unanswered_since is None or self.free_since is None:
             return False
@@ -84,6 +92,7 @@ class ConsumerWatchdog:
 
     def send(self, now: float) -> None:
         self.last_sent = now
+        arrivals = _arrivals[0]  # counted before sending: the probe may arrive before send_task returns
         try:
             with self.app.connection_for_write() as connection:
                 self.app.send_task(PROBE_TASK, queue=self.queue, expires=2 * self.timeout, connection=connection, retry=False)
@@ -91,20 +100,21 @@ class ConsumerWatchdog:
             log.warning("consumer watchdog: probe not sent (%s)", exc)
             return
         if self.unanswered_since is None:
-            self.unanswered_since = now
+            self.unanswered_since, self.arrivals_then = now, arrivals
 
-    def stop(self, now: float) -> None:
+    def stop(self) -> None:
         assert self.unanswered_since is not None
         log.critical(
             "consumer watchdog: a probe sent %.0f s ago never arrived although a pool slot was free: "
             "this worker no longer consumes; stopping it so that its supervisor starts a fresh one",
-            now - self.unanswered_since,
+            self.clock() - self.unanswered_since,
         )
         os.kill(os.getpid(), signal.SIGTERM)
         # A warm shutdown lets running nodes finish (their calls are paid for); should it hang,
         # give them up to a lease before leaving, after which the sweeper recovers them anyway.
-        deadline = time.monotonic() + max(self.grace, settings.DAGWRIGHT_LEASE_SECONDS)
-        while time.monotonic() < deadline and (state.active_requests or time.monotonic() < now + self.grace):
+        begun = time.monotonic()
+        deadline = begun + max(self.grace, settings.DAGWRIGHT_LEASE_SECONDS)
+        while time.monotonic() < deadline and (state.active_requests or time.monotonic() < begun + self.grace):
             time.sleep(1)
         log.critical("consumer watchdog: warm shutdown did not finish; exiting now")
         os._exit(70)

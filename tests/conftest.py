@@ -1,6 +1,8 @@
 """Fixtures shared by the whole suite: users per role, and a real Celery worker process.
 
-``DAGWRIGHT_REQUIRE_SERVICES=1`` (set by CI) turns a skip for a missing service into a failure.
+``DAGWRIGHT_REQUIRE_SERVICES=1`` (set by CI's second pass) turns a skip for a missing service into
+a failure, and refuses the whole session unless it really runs on PostgreSQL and Redis. The header
+of every pass says which database, broker and shared store it runs on.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
+import dj_database_url
 import pytest
+import redis
 from django.conf import settings
 from django.db import connection
+from kombu.utils.url import maybe_sanitize_url
 
 from apps.workflows.roles import ADMINS, OPERATORS, REVIEWERS
 from tests.factories import UserFactory
@@ -27,9 +33,88 @@ REQUIRE_SERVICES = os.environ.get("DAGWRIGHT_REQUIRE_SERVICES", "").lower() in {
 
 def missing_service(reason: str) -> None:
     """Skip the test, or fail it when CI requires every service."""
+    __tracebackhide__ = True  # the skip is reported at the test's line, not here
     if REQUIRE_SERVICES:
         pytest.fail(f"required service missing: {reason}")
     pytest.skip(reason)
+
+
+def configured_database_vendor() -> str:
+    """The database DATABASE_URL names, in ``connection.vendor``'s words; SQLite when it is unset
+    (the embedded default)."""
+    url = os.environ.get("DATABASE_URL", "")
+    engine = dj_database_url.parse(url)["ENGINE"] if url else "django.db.backends.sqlite3"
+    name = engine.rsplit(".", 1)[-1]
+    return "sqlite" if name == "sqlite3" else name
+
+
+def require_database(vendor: str, reason: str) -> None:
+    """Go on only on the ``vendor`` database (``"postgresql"``, ``"sqlite"``); skip elsewhere.
+
+    Two skips would hide a broken pass, so they fail: DATABASE_URL names ``vendor`` but the test
+    database is another one (the pass believes it tests PostgreSQL and does not), and PostgreSQL
+    missing while CI requires every service.
+    """
+    __tracebackhide__ = True
+    if connection.vendor == vendor:
+        return
+    if configured_database_vendor() == vendor:
+        pytest.fail(f"DATABASE_URL names {vendor} but the test database is {connection.vendor}: {reason}")
+    if vendor == "postgresql":
+        missing_service(f"the test database is {connection.vendor}, not PostgreSQL: {reason}")
+    pytest.skip(reason)
+
+
+def _redis_problem(url: str) -> str | None:
+    if urlparse(url).scheme not in {"redis", "rediss"}:
+        return f"{maybe_sanitize_url(url) if url else '(unset)'} is not Redis"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        return f"no answer to PING at {maybe_sanitize_url(url)}: {exc}"
+    return None
+
+
+def services_problems() -> list[str]:
+    """Why this pass does not run on PostgreSQL and Redis, as CI's second pass must (none if it does)."""
+    from orchestrator_site.celery import app
+
+    problems = []
+    if connection.vendor != "postgresql":
+        named = maybe_sanitize_url(os.environ.get("DATABASE_URL", "(unset)"))
+        problems.append(f"the test database is {connection.vendor}, not PostgreSQL (DATABASE_URL={named})")
+    for name, url in (("the Celery broker (CELERY_BROKER_URL)", app.conf.broker_url or ""), ("REDIS_URL", settings.REDIS_URL)):
+        if problem := _redis_problem(url):
+            problems.append(f"{name}: {problem}")
+    return problems
+
+
+def pass_services() -> str:
+    """One line: the database, broker and shared store this pass runs on."""
+    from orchestrator_site.celery import app
+
+    db = connection.settings_dict
+    database = f"{connection.vendor} {db['TEST'].get('NAME') or 'test_' + db['NAME']}"
+    if connection.vendor != "sqlite":
+        database += f" at {db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432}"
+    broker = maybe_sanitize_url(app.conf.broker_url)
+    if broker.startswith("filesystem"):
+        broker = f"filesystem {app.conf.broker_transport_options['data_folder_in']}"
+    shared = maybe_sanitize_url(settings.REDIS_URL) if settings.REDIS_URL else "the database (REDIS_URL unset)"
+    required = "required" if REQUIRE_SERVICES else "not required"
+    return f"database={database}; broker={broker}; cache and breakers={shared}; services {required}"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"dagwright pass: {pass_services()}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionstart(session: pytest.Session) -> Iterator[None]:
+    yield  # the header first: a refused pass still says where it was
+    if REQUIRE_SERVICES and (problems := services_problems()):
+        lines = "\n  ".join(problems)
+        raise pytest.UsageError(f"DAGWRIGHT_REQUIRE_SERVICES=1 but this pass does not run on PostgreSQL and Redis:\n  {lines}")
 
 
 @pytest.fixture(autouse=True)
@@ -131,8 +216,6 @@ def test_queue() -> Iterator[str]:
     app.conf.task_default_queue = queue
     yield queue
     if settings.REDIS_URL:
-        import redis
-
         client = redis.Redis.from_url(settings.REDIS_URL)
         for key in client.scan_iter(f"{BREAKER_PREFIX}*"):
             client.delete(key)

@@ -190,15 +190,16 @@ def _utcnow() -> datetime:
 class SimulatedProvider:
     name = "simulated"
 
-    def __init__(self, config: SimulationConfig, *, clock: Callable[[], datetime] = _utcnow):
+    def __init__(self, config: SimulationConfig, *, clock: Callable[[], datetime] = _utcnow, sleep: Callable[[float], None] = time.sleep):
         self.config = config
         self.clock = clock  # outage windows are read against it; tests set the time here
+        self.sleep = sleep  # simulated latency and timeouts wait through it; tests record the waits here
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         decision = self.config.faults.decide(seed=self.config.seed, request=request, now=self.clock())
         if decision.fails:
             if decision.fault == "timeout":  # a hung connection: the caller waits, then gives up
-                time.sleep(self.config.faults.timeout_seconds)
+                self.sleep(self.config.faults.timeout_seconds)
             raise error_for(decision, faults=self.config.faults, seed=self.config.seed, request=request)
         rng = _rng(self.config.seed, request)
         vocab = _vocabulary(request.prompt)
@@ -212,7 +213,7 @@ class SimulatedProvider:
         if decision.fault == "latency_spike":
             delay_ms += self.config.faults.latency_spike.ms
         if delay_ms:
-            time.sleep(delay_ms / 1000)
+            self.sleep(delay_ms / 1000)
         tokens_in = count_tokens(request.system) + count_tokens(request.prompt)
         tokens_out = count_tokens(text)
         simulated: dict[str, Any] = {"seed": self.config.seed, "latency_ms": round(delay_ms, 3)}

@@ -10,7 +10,7 @@ import pytest
 from apps.reviews.models import ReviewStatus, ReviewTask
 from apps.runs.models import Run, RunStatus
 from apps.runs.services import run_start
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import log_requests, sign_in
 from tests.factories import definition, save_workflow, tool_node
 from tests.reviews.helpers import gated_definition, review_node, start_gated_run
 from tests.runs.helpers import drain
@@ -84,10 +84,11 @@ def test_hostile_model_output_stays_inert_on_every_page_that_shows_it(browser, l
     dialogs, requests = [], []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.on("request", lambda request: requests.append(request.url))
+    log_requests(page)
     try:
         for path in ["/reviews/", f"/reviews/{task.pk}/"]:
             page.goto(f"{live_server.url}{path}")
-            page.wait_for_timeout(300)  # time for any handler or htmx trigger that got through to fire
+            handlers_had_their_chance(page)
             assert_inert(page, path)
 
         page.fill("#edit-output", HOSTILE + " (edited)")
@@ -96,13 +97,22 @@ def test_hostile_model_output_stays_inert_on_every_page_that_shows_it(browser, l
         assert_inert(page, "the decision panel")
         for path in ["/reviews/history/", f"/reviews/{task.pk}/", f"/runs/{run.pk}/", f"/runs/{run.pk}/nodes/draft/", f"/runs/{run.pk}/nodes/gate/"]:
             page.goto(f"{live_server.url}{path}")
-            page.wait_for_timeout(300)
+            handlers_had_their_chance(page)
             assert_inert(page, path)
             assert "<script>" in page.inner_text("main"), f"{path}: the output is not shown as text"
     finally:
         context.close()
     assert dialogs == []
     assert not [url for url in requests if url.rstrip("/").endswith("/admin")], "an hx-get from model output was sent"
+
+
+def handlers_had_their_chance(page) -> None:
+    """Wait until whatever got through would have run: ``goto`` returns after the load event (an
+    image's onerror, an svg's onload and inline scripts come before it), and once the navigation's
+    own badge, fetched on htmx's ``load`` trigger, has come back, htmx has processed the whole page
+    in the pass that would have fired a hostile ``load`` trigger too (its request then shows in
+    ``requests``, read after the context is closed)."""
+    page.wait_for_function("window.__xhr.done.some(([url]) => url.endsWith('/reviews/counts/'))")
 
 
 def assert_inert(page, where: str) -> None:

@@ -352,13 +352,18 @@ def test_tokens_and_cost_are_summed_per_day_with_every_day_of_the_window(known):
 
 
 def test_short_windows_chart_tokens_and_cost_per_hour(known):
-    make_call(node(known, "r1", "draft"), at=known.now - timedelta(minutes=5), tokens_in=10, tokens_out=1, cost="0.001")
+    # Placed either side of the current hour's start, whatever minute the test runs at.
+    hour = timezone.localtime(known.now).replace(minute=0, second=0, microsecond=0)
+    make_call(node(known, "r1", "draft"), at=hour, tokens_in=10, tokens_out=1, cost="0.001")
+    make_call(node(known, "r2", "draft"), at=hour - s(1), tokens_in=5, tokens_out=2, cost="0.002")
 
     day = overview_of(known)
 
     assert len(day.usage) == 25  # the 24 hours' hour bars, partial first and last included
     assert all(b.start.minute == 0 for b in day.usage)
-    assert day.usage[-1].tokens == 11
+    assert day.usage[-1].start == hour
+    assert (day.usage[-1].tokens, day.usage[-1].cost) == (11, Decimal("0.001"))  # the current hour, from its first instant
+    assert (day.usage[-2].tokens, day.usage[-2].cost) == (7, Decimal("0.002"))  # the hour before, to its last second
 
 
 def test_retries_and_failures_are_counted_by_error_class_from_the_event_log(known):

@@ -249,14 +249,21 @@ def test_progress_elapsed_time_tokens_and_cost_sit_above_the_graph(operator, ope
     run = start(save_workflow(wide_definition("progress", 3)), operator)
     NodeRun.objects.filter(run=run, node_id__in=["start", "b0"]).update(status=NodeStatus.SUCCEEDED, attempt=1)
     NodeRun.objects.filter(run=run, node_id="b1").update(status=NodeStatus.SKIPPED)
-    Run.objects.filter(pk=run.pk).update(tokens_in=1200, tokens_out=345, cost="0.0123", started_at=timezone.now() - timezone.timedelta(seconds=75))
+    started = timezone.now() - timezone.timedelta(seconds=75)
+    Run.objects.filter(pk=run.pk).update(tokens_in=1200, tokens_out=345, cost="0.0123", started_at=started)
 
+    asked = timezone.now()
     html = operator_client.get(reverse("console:run", args=[run.id])).content.decode()
+    answered = timezone.now()
     head = html[html.index('<section id="run-graph"') : html.index('<svg class="graph"')]
 
     assert "3 of 5 nodes done" in head
     assert 'style="width: 60%"' in head
-    assert re.search(r'<dd id="run-elapsed">1 min 1[5-9] s</dd>', head)
+    # a running run's elapsed time is counted to when the page was drawn: between the two readings of the clock
+    elapsed = re.search(r'<dd id="run-elapsed">(\d+) min (\d\d) s</dd>', head)
+    assert elapsed, head
+    minutes, secs = elapsed.groups()
+    assert int((asked - started).total_seconds()) <= 60 * int(minutes) + int(secs) <= int((answered - started).total_seconds())
     assert '<dd id="run-tokens">1,200 / 345</dd>' in head
     assert '<dd id="run-cost">$0.0123</dd>' in head
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import json
-from typing import Any
+from typing import Any, get_args
 
 import pytest
+from pydantic import BaseModel
 
 from apps.engine import definition
-from apps.engine.spec import NODE_TYPES
+from apps.engine.spec import NODE_TYPES, WorkflowSpec
 from tests.engine.defs import llm, reverse_keys, tool, workflow
 
+NO_RETRY = {"max_attempts": 1, "backoff_seconds": 0, "backoff_cap_seconds": 0}
 # One rich example per node type, using every optional field; a new type must add its own.
 EXAMPLES: dict[str, dict[str, Any]] = {
     "llm": llm(
@@ -22,7 +25,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         output_schema={"type": "object", "required": ["title"], "properties": {"title": {"type": "string", "maxLength": 80}}},
         max_tokens=300,
         temperature=0.7,
+        cache={"ttl_seconds": 3600},
         fallbacks=["sim-mini", "gpt-4o-mini"],
+        retry={"max_attempts": 5, "backoff_seconds": 2.5, "backoff_cap_seconds": 30},
+        trigger_rule="none_failed_min_one_success",
     ),
     "tool": tool(
         "pick",
@@ -30,6 +36,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         {"value": "{{ nodes.stats }}", "paths": ["words", "top_words.0"], "nested": {"n": 3, "flag": True, "none": None}},
         depends_on=["stats"],
         description="Pick the counts",
+        retry=NO_RETRY,
+        trigger_rule="all_done",
     ),
     "router": {
         "id": "triage",
@@ -39,7 +47,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "routes": ["review", "publish"],
         "rules": [{"when": "nodes.stats.words > 500 or input.topic == 'legal'", "route": "review"}],
         "default": "publish",
-        "retry": {"max_attempts": 1, "backoff_seconds": 0, "backoff_cap_seconds": 0},
+        "retry": NO_RETRY,
         "trigger_rule": "one_success",
     },
     "review": {
@@ -55,10 +63,41 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "due_in": "30m",
         "escalation": {"action": "approve", "allow_auto_approve": True},
         "on_reject": "recount",
-        "retry": {"max_attempts": 1, "backoff_seconds": 0, "backoff_cap_seconds": 0},
+        "retry": NO_RETRY,
         "trigger_rule": "all_success",
     },
 }
+# The fields the examples above cannot hold at once: a router asks a model instead of rules, an
+# escalation reassigns to a group instead of approving.
+OTHER_WAYS: dict[str, dict[str, Any]] = {
+    "llm-router": {
+        "id": "triage",
+        "type": "router",
+        "depends_on": ["stats"],
+        "routes": ["review", "publish"],
+        "llm": {
+            "model": "sim-smart",
+            "prompt": "Route a text of {{ nodes.stats.words }} words.",
+            "system": "You route texts; today is {{ input.day | default('today') }}.",
+            "min_confidence": 0.7,
+            "low_confidence_route": "review",
+            "max_tokens": 64,
+            "temperature": 0.3,
+            "fallbacks": ["sim-mini"],
+        },
+        "cache": {"ttl_seconds": 600},
+    },
+    "reassigning-review": {
+        "id": "check",
+        "type": "review",
+        "depends_on": ["stats"],
+        "groups": ["editors"],
+        "due_in": "4h",
+        "escalation": {"action": "reassign", "group": "leads"},
+        "trigger_rule": "all_done",
+    },
+}
+SOURCES = {**{f"{kind}-example": node for kind, node in EXAMPLES.items()}, **OTHER_WAYS}
 # Nodes an example needs after it (a router's routes and a review's on_reject are its direct successors).
 SUCCESSORS: dict[str, list[dict[str, Any]]] = {
     "router": [tool("review", depends_on=["triage"]), tool("publish", depends_on=["triage"], trigger_rule="all_done")],
@@ -79,11 +118,79 @@ def _example_workflow(node: dict[str, Any]) -> dict[str, Any]:
         *SUCCESSORS.get(node["type"], []),
         description="Round-trip example",
         input_schema={"type": "object", "properties": {"topic": {"type": "string"}, "day": {"type": "string"}}},
+        retry={"max_attempts": 4, "backoff_seconds": 0.5, "backoff_cap_seconds": 10},
+        budget={"max_tokens": 9000, "max_cost": "0.25"},
     )
+
+
+def as_written(dumped: Any, source: Any) -> Any:
+    """``dumped`` cut down to the shape of ``source``: what the dump says about each thing the
+    source wrote (the defaults it fills in are left out; a field it lost reads as missing)."""
+    if isinstance(source, dict) and isinstance(dumped, dict):
+        return {key: as_written(dumped[key], value) if key in dumped else "<missing>" for key, value in source.items()}
+    if isinstance(source, list) and isinstance(dumped, list) and len(source) == len(dumped):
+        return [as_written(d, s) for d, s in zip(dumped, source, strict=True)]
+    return dumped
+
+
+def _spec_model(annotation: Any) -> type[BaseModel] | None:
+    """The one spec model a field holds (alone, optional or in a list), if any; None for a union of node types."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = {model for arg in get_args(annotation) if (model := _spec_model(arg)) is not None}
+    return models.pop() if len(models) == 1 else None
+
+
+def every_field(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """The fields of ``model`` and of the models inside it, as dotted paths."""
+    paths = set()
+    for name, info in model.model_fields.items():
+        paths.add(prefix + name)
+        inner = _spec_model(info.annotation)
+        if inner is not None:
+            paths |= every_field(inner, f"{prefix}{name}.")
+    return paths
+
+
+def fields_given(model: type[BaseModel], raw: dict[str, Any], prefix: str = "") -> set[str]:
+    """The fields of ``model`` (and of the models inside it) to which ``raw`` gives a value other
+    than the default: only such a value shows, once loaded and dumped, that the field survived."""
+    paths = set()
+    for name, info in model.model_fields.items():
+        if name not in raw or raw[name] == info.get_default(call_default_factory=True):
+            continue
+        paths.add(prefix + name)
+        inner = _spec_model(info.annotation)
+        if inner is not None:
+            for item in raw[name] if isinstance(raw[name], list) else [raw[name]]:
+                paths |= fields_given(inner, item, f"{prefix}{name}.")
+    return paths
 
 
 def test_every_node_type_has_an_example() -> None:
     assert set(EXAMPLES) == set(NODE_TYPES), "add a round-trip example for each node type"
+
+
+@pytest.mark.parametrize("node_type", sorted(NODE_TYPES))
+def test_the_examples_give_every_field_of_every_node_type_a_value_of_its_own(node_type: str) -> None:
+    given = set().union(*(fields_given(NODE_TYPES[node_type], node) for node in SOURCES.values() if node["type"] == node_type))
+
+    assert given == every_field(NODE_TYPES[node_type])
+
+
+def test_the_example_workflow_gives_every_workflow_field_a_value_of_its_own() -> None:
+    # schema_version has a single possible value; the nodes are checked one type at a time above
+    assert fields_given(WorkflowSpec, _example_workflow(EXAMPLES["llm"])) == every_field(WorkflowSpec) - {"schema_version"}
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_the_dump_says_everything_the_source_said(name: str) -> None:
+    source = _example_workflow(SOURCES[name])
+    dumped = definition.dump(definition.load(copy.deepcopy(source)).spec)  # a copy: the source stays as written
+
+    assert as_written(dumped, source) == source
+    assert as_written(json.loads(json.dumps(dumped)), source) == source
+    assert as_written(definition.dump(definition.load(dumped).spec), source) == source
 
 
 @pytest.mark.parametrize("node_type", sorted(NODE_TYPES))

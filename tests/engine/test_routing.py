@@ -3,6 +3,7 @@ through joins, and when a run with skipped or failed nodes is over."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -11,10 +12,11 @@ from apps.engine import definition, routing
 from apps.engine.errors import TemplateError
 from apps.engine.graph import Plan
 from apps.engine.scheduler import CANCELLED, FAILED, PENDING, QUEUED, RUNNING, SKIPPED, SUCCEEDED, Step, advance, ready_nodes, run_outcome
-from apps.engine.spec import RouterNode
+from apps.engine.spec import LlmRouting, RouterNode, ToolNode
 from tests.engine.defs import llm, load_problems, tool, workflow
 
 TRIGGER_RULES = ("all_success", "one_success", "none_failed_min_one_success", "all_done")
+NO_RETRY = {"max_attempts": 1, "backoff_seconds": 0, "backoff_cap_seconds": 0}
 
 
 def rules_router(node_id: str = "triage", routes: tuple[str, ...] = ("billing", "tech"), **extra: Any) -> dict[str, Any]:
@@ -150,11 +152,23 @@ def test_chosen_route_reads_the_route_from_an_output(output: Any, route: str | N
 
 
 def test_an_llm_router_round_trips() -> None:
-    router = llm_router(system="You route {{ input.topic | length }} chars.", max_tokens=64, temperature=0.2)
-    raw = workflow(router, step("billing", "triage"), step("tech", "triage"))
-    spec = definition.load(raw).spec
+    router = llm_router(system="You route {{ input.topic | length }} chars.", max_tokens=64, temperature=0.2, fallbacks=["sim-mini"])
+    router |= {"depends_on": ["intake"], "description": "Sorts tickets", "retry": NO_RETRY, "trigger_rule": "all_done", "cache": {"ttl_seconds": 300}}
+    billing = step("billing", "triage") | {"description": "The billing desk", "retry": NO_RETRY}
+    raw = workflow(step("intake"), router, billing, step("tech", "triage"))
+    # every field an llm router and a tool node can have, each with a value of its own (a default would survive being dropped)
+    assert set(router) == set(RouterNode.model_fields) - {"rules", "default"}
+    assert set(billing) == set(ToolNode.model_fields)
+    assert set(router["llm"]) == set(LlmRouting.model_fields)
+    assert not [name for name, value in router["llm"].items() if value == LlmRouting.model_fields[name].get_default(call_default_factory=True)]
 
-    assert definition.load(definition.dump(spec)).spec == spec
+    spec = definition.load(copy.deepcopy(raw)).spec  # a copy: the comparison is with the source as written
+    dumped = definition.dump(spec)
+
+    for source, node in zip(raw["nodes"], dumped["nodes"], strict=True):
+        assert {name: node.get(name) for name in source} == source
+    assert (dumped["nodes"][1]["rules"], dumped["nodes"][1]["default"]) == (None, None)
+    assert definition.load(dumped).spec == spec
 
 
 # --- checking router definitions -------------------------------------------------------------------

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,8 +30,8 @@ PROMPTS = [f"Summarise ticket {i}: customer {i * 7} reports the export failing a
 NOON = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
-def provider(faults: dict[str, Any], *, seed: int = 7, now: datetime = NOON) -> SimulatedProvider:
-    return SimulatedProvider(SimulationConfig(seed=seed, latency="fixed:0", faults=faults), clock=lambda: now)
+def provider(faults: dict[str, Any], *, seed: int = 7, now: datetime = NOON, sleep: Callable[[float], None] = time.sleep) -> SimulatedProvider:
+    return SimulatedProvider(SimulationConfig(seed=seed, latency="fixed:0", faults=faults), clock=lambda: now, sleep=sleep)
 
 
 def request(prompt: str = PROMPT, *, attempt: int = 1, **extra: Any) -> ModelRequest:
@@ -107,19 +108,21 @@ def test_permanent_errors_are_400s() -> None:
 
 
 def test_a_timeout_blocks_for_timeout_seconds_before_failing() -> None:
-    started = time.monotonic()
+    waits: list[float] = []
 
-    error = failure(provider({"timeout_rate": 1.0, "timeout_seconds": 0.05}))
+    error = failure(provider({"timeout_rate": 1.0, "timeout_seconds": 2.5}, sleep=waits.append))
 
-    assert time.monotonic() - started >= 0.05
+    assert waits == [2.5]  # the wait the provider made, not how long the machine took
     assert json.loads(error.raw)["simulated"]["status"] == 504
 
 
 def test_a_latency_spike_adds_its_milliseconds_and_says_so() -> None:
     normal = provider({}).complete(request())
+    waits: list[float] = []
 
-    spiked = provider({"latency_spike": {"rate": 1.0, "ms": 20}}).complete(request())
+    spiked = provider({"latency_spike": {"rate": 1.0, "ms": 20}}, sleep=waits.append).complete(request())
 
+    assert waits == [0.02]
     assert json.loads(spiked.raw)["simulated"] == {"seed": 7, "latency_ms": 20.0, "fault": "latency_spike"}
     assert (spiked.text, spiked.finish_reason) == (normal.text, normal.finish_reason)
 

@@ -141,10 +141,15 @@ def test_429_with_retry_after_in_seconds_is_retryable_and_says_when(server):
 
 
 def test_429_with_retry_after_as_an_http_date_is_retryable_and_says_when(server):
-    error = failure(server, Reply(429, error_body("slow down"), {"Retry-After": formatdate(time.time() + 30, usegmt=True)}))
+    asked = time.time()
+    retry_at = int(asked) + 30  # an HTTP date has whole seconds
+
+    error = failure(server, Reply(429, error_body("slow down"), {"Retry-After": formatdate(retry_at, usegmt=True)}))
+    answered = time.time()
 
     assert (error.error_class, error.retryable) == ("rate_limited", True)
-    assert 25 <= error.retry_after <= 30
+    # the wait is from when the answer was read to the date the server named
+    assert retry_at - answered <= error.retry_after <= retry_at - asked
 
 
 def test_429_for_an_exhausted_quota_is_permanent(server):

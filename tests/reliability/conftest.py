@@ -6,6 +6,11 @@ queue of the test's own, against the test database. Tests about the broker start
 of their own on a free port, without persistence, which they may kill and restart; the machine's
 Redis is never touched.
 
+A test that needs a node to be running at a given moment (to kill its worker then, or to see its
+message delivered again) gives it a held model (``Deployment.serve_held_model``, see
+tests.providers.held): the node runs until the test releases its call, instead of for a latency
+the moment may or may not fall into.
+
 Every process starts in a process group of its own; the group is killed at the end of the test,
 whatever happened. Figures the tests measure are printed at the end of the pytest run.
 """
@@ -32,6 +37,7 @@ from django.conf import settings
 
 from apps.runs.models import ACTIVE_RUN_STATUSES, Run
 from tests.conftest import BREAKER_PREFIX, ROOT, missing_service
+from tests.providers.held import Call, HeldChatServer
 
 READY_SECONDS = 45
 _SESSION_ENV = dict(os.environ)
@@ -219,6 +225,7 @@ class Deployment:
         self._supervised: list[Worker] = []
         self._closing = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self.held: HeldChatServer | None = None
 
     def configure(self, **env: Any) -> None:
         """Environment for the processes started from now on."""
@@ -272,6 +279,21 @@ class Deployment:
         assert f":{self.redis.port}/" in app.connection_for_write().as_uri(), "this process would still publish to the session's broker"
         return self.redis
 
+    def serve_held_model(self) -> HeldChatServer:
+        """Models ``held-*`` whose calls the test releases, for the processes started from now on."""
+        self.held = HeldChatServer().__enter__()
+        self.configure(DAGWRIGHT_PROVIDERS=self.held.providers())
+        return self.held
+
+    def holder_of(self, call: Call) -> tuple[Worker, int] | None:
+        """The live worker and the pool child of it that are in the middle of ``call``."""
+        for worker in self.live_workers():
+            children = worker.children()
+            child = call.process(among=children)
+            if child is not None:
+                return worker, child
+        return None
+
     def worker_log_count(self, text: str) -> int:
         """How many times ``text`` appears in the logs of every worker this test started."""
         return sum(w.log.read_text(errors="replace").count(text) for w in self.workers)
@@ -285,6 +307,8 @@ class Deployment:
             self._supervisor.join(timeout=5)
         for process in [*self.workers, *([self.beat] if self.beat else [])]:
             process.kill_group()
+        if self.held is not None:
+            self.held.__exit__(None, None, None)
         if self.redis is not None:
             self.redis.kill()
             _use_broker(None, getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}))
@@ -319,3 +343,12 @@ def wait_for_runs(run_ids: list, deployment: Deployment, timeout: float) -> floa
     stuck = Run.objects.filter(pk__in=run_ids, status__in=ACTIVE_RUN_STATUSES)
     states = {str(r.pk)[:8]: list(r.node_runs.values_list("node_id", "status", "attempt")) for r in stuck[:5]}
     raise AssertionError(f"{stuck.count()} of {len(run_ids)} runs unfinished after {timeout} s: {states}\n{deployment.logs()}")
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    """Poll ``condition`` until it returns something true, and return that; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+    return found

@@ -16,9 +16,18 @@ from django.utils import timezone
 
 from apps.runs.models import NodeRun, NodeStatus, ProviderCall, Run, RunStatus
 from apps.runs.services import run_start
+from orchestrator_site.celery import probe as probe_task
+from orchestrator_site.watchdog import PROBE_TASK
 from tests.factories import definition, llm_node, save_workflow
-from tests.reliability.conftest import wait_for_runs
-from tests.reliability.workflows import assert_every_run_succeeded_once_per_node, own_model, save_five_node_workflow, start_runs_of
+from tests.reliability.conftest import wait_for_runs, wait_until
+from tests.reliability.workflows import (
+    assert_every_run_succeeded_once_per_node,
+    own_model,
+    save_five_node_workflow,
+    save_held_workflow,
+    start_held_run,
+    start_runs_of,
+)
 from tests.runs.helpers import wait_for_run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.reliability]
@@ -72,22 +81,31 @@ def test_every_run_finishes_when_redis_restarts_empty_in_the_middle(deployment, 
 
 def test_a_node_slower_than_the_visibility_timeout_is_executed_once(deployment, report):
     deployment.start_redis(breaker_store=False)
+    held = deployment.serve_held_model()
     deployment.configure(CELERY_VISIBILITY_TIMEOUT=2)
     worker = deployment.start_worker(concurrency=2)
-    version = save_workflow(definition(f"rel-slow-{own_model('slow')[-6:]}", [llm_node("slow", model=own_model("slow"))]))
 
-    run = run_start(workflow=version.workflow, input={"topic": "patience"}, options={"simulation": {"latency": "fixed:5000"}})
+    run = start_held_run(save_held_workflow("slow"), "patience")
+    call = held.wait_for_call("patience")  # the node runs until its call is released
+    # Redis gives the unacknowledged message out again once the visibility timeout has passed,
+    # while the node still runs; only then does its call come back
+    wait_until(lambda: _deliveries(worker) >= 2, "Redis to deliver the message again", timeout=60)
+    call.release()
     run = wait_for_run(run.pk, timeout=30)
 
     assert run.status == RunStatus.SUCCEEDED, run.error
     node = NodeRun.objects.get(run=run)
     assert node.attempt == 1
     assert ProviderCall.objects.filter(run=run).count() == 1
+    assert len(held.calls) == 1  # the model was asked once
     assert list(run.events.filter(kind="node_started").values_list("attempt", flat=True)) == [1]
     assert run.events.filter(kind="node_succeeded").count() == 1
-    deliveries = len(re.findall(r"Task runs\.execute_node\[[-0-9a-f]+\] received", worker.log.read_text()))
-    assert deliveries >= 2, "Redis never delivered the message again: the test proved nothing"
-    report(f"visibility timeout 2 s, node 5 s: the message was delivered {deliveries} times, the node executed once (1 provider call, attempt 1)")
+    deliveries = _deliveries(worker)
+    report(f"visibility timeout 2 s, node held until its message came again: delivered {deliveries} times, executed once (1 provider call, attempt 1)")
+
+
+def _deliveries(worker) -> int:
+    return len(re.findall(r"Task runs\.execute_node\[[-0-9a-f]+\] received", worker.log.read_text()))
 
 
 def test_no_message_is_published_before_its_transaction_commits(deployment):
@@ -96,10 +114,14 @@ def test_no_message_is_published_before_its_transaction_commits(deployment):
 
     with transaction.atomic():
         run = run_start(workflow=version.workflow, input={"topic": "patience"}, options={"simulation": {"latency": "fixed:0"}})
-        time.sleep(1.5)  # a message sent now would have reached the idle worker by the end of this
+        # A probe sent now, on the same queue, reaches the idle worker after any message sent before
+        # it (a Redis list and the filesystem transport's time-stamped files both hand messages out
+        # in order): once the worker has received the probe, it would have received the run's too.
+        probe = probe_task.apply_async(queue=deployment.queue)
+        wait_until(lambda: f"Task {PROBE_TASK}[{probe.id}] received" in worker.log.read_text(), "the worker to receive the probe", timeout=20)
         node = NodeRun.objects.get(run=run)
         assert (node.status, node.attempt, node.started_at) == (NodeStatus.QUEUED, 0, None)
-        assert not re.search(r"Task runs\.execute_node\[[-0-9a-f]+\] received", worker.log.read_text())  # (the watchdog's probes come and go)
+        assert _deliveries(worker) == 0
         committed_at = timezone.now()
 
     run = wait_for_run(run.pk, timeout=20)

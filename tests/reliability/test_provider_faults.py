@@ -4,7 +4,6 @@ fails is tried exactly its max attempts, then fails its run with the last error.
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 
 import pytest
@@ -52,12 +51,18 @@ def test_an_outage_opens_the_breaker_bounds_the_calls_and_every_run_finishes_aft
     assert transitions[0][:2] == ("closed", "open")
     assert transitions[-1][:2] == ("half_open", "closed")
     assert transitions[-1][2] >= outage_until  # only a probe after the outage could close it
+    # Open, one probe, open again while the probes fail, closed by the first one that succeeds;
+    # by the times the breaker recorded, each open period lasted OPEN_SECONDS before its probe.
+    opened = [at for _, to_state, at in transitions if to_state == "open"]
+    probes = [at for _, to_state, at in transitions if to_state == "half_open"]
+    assert [to_state for _, to_state, _ in transitions] == ["open", "half_open"] * len(probes) + ["closed"]
+    open_for = [probe - opened_at for opened_at, probe in zip(opened, probes, strict=True)]
+    assert min(open_for) >= timedelta(seconds=OPEN_SECONDS, microseconds=-1), open_for  # -1 µs: each time is stored rounded to the microsecond
     during = ProviderCall.objects.filter(run_id__in=run_ids, error_class="unavailable").count()
     # While closed, calls go until THRESHOLD failures are counted, and those already let through
-    # (at most one per other pool slot) fail too. Then each open period lets one probe through,
-    # no sooner than OPEN_SECONDS after the last one failed.
-    probes = math.floor(OUTAGE_SECONDS / OPEN_SECONDS) + 1
-    bound = THRESHOLD + (CONCURRENCY - 1) + probes
+    # (at most one per other pool slot) fail too. Then each time it is half open the breaker lets
+    # one probe through.
+    bound = THRESHOLD + (CONCURRENCY - 1) + len(probes)
     assert during <= bound, f"{during} calls during the outage, more than the {bound} the breaker allows"
     deferrals = sum(nodes.values_list("deferrals", flat=True))
     assert deferrals > 0  # nodes waited for the breaker instead of calling
@@ -65,7 +70,7 @@ def test_an_outage_opens_the_breaker_bounds_the_calls_and_every_run_finishes_aft
     last_finished = max(Run.objects.filter(pk__in=run_ids).values_list("finished_at", flat=True))
     report(
         f"outage {OUTAGE_SECONDS:g} s, {RUNS} runs: {during} provider calls during it (bound {bound} = threshold {THRESHOLD} + "
-        f"{CONCURRENCY - 1} in flight + {probes} probes), {deferrals} deferred attempts, {len(transitions)} breaker transitions, "
+        f"{CONCURRENCY - 1} in flight + {len(probes)} probes), {deferrals} deferred attempts, {len(transitions)} breaker transitions, "
         f"{calls} calls in all; the last run succeeded {(last_finished - outage_until).total_seconds():.1f} s after the outage ended"
     )
 

@@ -3,15 +3,23 @@ is left alone. See orchestrator_site.watchdog."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 from celery.utils.nodenames import worker_direct
 
+from orchestrator_site.watchdog import PROBE_TASK
+from tests.reliability.conftest import wait_until
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.reliability]
 
 FAST = {"DAGWRIGHT_WATCHDOG_SECONDS": 0.5, "DAGWRIGHT_WATCHDOG_TIMEOUT_SECONDS": 3, "DAGWRIGHT_WATCHDOG_GRACE_SECONDS": 1}
 TRIPPED = "consumer watchdog: a probe sent"
+# Probes sent over more than a timeout: a watchdog that would judge a healthy consumer stuck has
+# had the time to, having looked at it once per probe.
+HEALTHY_PROBES = int(FAST["DAGWRIGHT_WATCHDOG_TIMEOUT_SECONDS"] / FAST["DAGWRIGHT_WATCHDOG_SECONDS"]) + 2
+PROBE_RECEIVED = rf"Task {re.escape(PROBE_TASK)}\[[-0-9a-f]+\] received"
 
 
 def test_a_worker_that_stops_consuming_stops_itself_and_is_replaced(deployment, report):
@@ -19,7 +27,7 @@ def test_a_worker_that_stops_consuming_stops_itself_and_is_replaced(deployment, 
     deployment.configure(**FAST)
     worker = deployment.start_worker(concurrency=2)
     deployment.supervise(worker)
-    time.sleep(4)  # several probes go round while the consumer is healthy
+    wait_until(lambda: len(re.findall(PROBE_RECEIVED, worker.log.read_text())) >= HEALTHY_PROBES, "probes to go round", timeout=60)
     assert worker.alive()
     assert TRIPPED not in worker.log.read_text()
 

@@ -48,6 +48,18 @@ def save_five_node_workflow(scenario: str, max_attempts: int):
     return save_workflow(five_node_workflow(f"rel-{scenario}-{uuid.uuid4().hex[:6]}", own_model(scenario), max_attempts))
 
 
+def save_held_workflow(scenario: str, max_attempts: int = 3):
+    """One llm node on a held model (tests.providers.held): it runs until the test releases its call."""
+    name = f"rel-held-{scenario}-{uuid.uuid4().hex[:6]}"
+    node = llm_node("answer", "Answer about {{ input.topic }}.", model=f"held-{scenario}-{name[-6:]}")
+    return save_workflow(definition(name, [node], retry={"max_attempts": max_attempts, "backoff_seconds": 0.2, "backoff_cap_seconds": 1}))
+
+
+def start_held_run(version, topic: str):
+    """A run of ``save_held_workflow``; its call's prompt contains ``topic``."""
+    return run_start(workflow=version.workflow, input={"topic": topic})
+
+
 def assert_every_run_succeeded_once_per_node(run_ids: list, max_attempts: int) -> None:
     """Every run succeeded; each node succeeded exactly once, within its attempts, and took a
     second attempt only when the worker of its first was lost; the outbox message of each run
@@ -71,3 +83,23 @@ def assert_every_run_succeeded_once_per_node(run_ids: list, max_attempts: int) -
     assert not twice, f"nodes that succeeded more than once: {twice}"
     outbox = Counter(OutboxMessage.objects.filter(run_id__in=run_ids).values_list("run_id", "node_id"))
     assert outbox == Counter({(run_id, "notify"): 1 for run_id in run_ids}), "an outbox message is missing or was written twice"
+
+
+def assert_each_struck_node_recovered_once(run_ids: list, max_attempts: int) -> None:
+    """Runs of ``save_held_workflow`` whose worker was killed in the middle of the held call: each
+    node's lease expired and the sweeper gave it to another attempt, which succeeded, once, and was
+    the only call paid for (the killed one never got its answer)."""
+    from apps.runs.models import NodeRun, ProviderCall, Run
+
+    runs = Run.objects.filter(pk__in=run_ids)
+    failed = {str(r.pk)[:8]: r.error for r in runs if r.status != RunStatus.SUCCEEDED}
+    assert not failed, f"{len(failed)} struck runs did not succeed: {failed}"
+    lost = Counter(RunEvent.objects.filter(run_id__in=run_ids, kind="node_lease_expired").values_list("run_id", flat=True))
+    assert set(lost) == set(run_ids), f"{len(set(run_ids) - set(lost))} struck nodes were never recovered from an expired lease"
+    for node in NodeRun.objects.filter(run_id__in=run_ids):
+        assert (node.status, node.attempt - 1) == (NodeStatus.SUCCEEDED, lost[node.run_id]), f"{node.node_id} of run {str(node.run_id)[:8]}"
+        assert 2 <= node.attempt <= max_attempts
+    successes = Counter(RunEvent.objects.filter(run_id__in=run_ids, kind="node_succeeded").values_list("run_id", flat=True))
+    assert successes == Counter(run_ids), "a struck node succeeded more than once, or not at all"
+    paid = Counter(ProviderCall.objects.filter(run_id__in=run_ids, output__isnull=False).values_list("run_id", flat=True))
+    assert paid == Counter(run_ids), "a struck node's call was paid for more than once, or not at all"

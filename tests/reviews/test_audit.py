@@ -28,7 +28,7 @@ from apps.engine.canonical import canonical_json
 from apps.reviews.models import ReviewDecision, ReviewTask
 from apps.reviews.services import Decision, review_decide
 from apps.runs.operations import run_cancel
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require_database
 from tests.reviews.helpers import start_gated_run
 
 pytestmark = pytest.mark.django_db
@@ -256,8 +256,7 @@ def test_deleting_a_run_leaves_its_audit_trail(reviewer):
 
 
 def test_postgresql_refuses_raw_updates_and_deletes(reviewer):
-    if connection.vendor != "postgresql":
-        pytest.skip("the append-only trigger is PostgreSQL's; on SQLite the application and the hash chain guard the trail")
+    require_database("postgresql", "the append-only trigger is PostgreSQL's; on SQLite the application and the hash chain guard the trail")
     edited_review(reviewer)
 
     with pytest.raises(DatabaseError, match=f"append-only: UPDATE refused on entry {SETUP + 3}"), transaction.atomic():
@@ -313,6 +312,14 @@ def export(client, user, name: str, **params: str):
     return client.get(reverse(f"audit:{name}"), params)
 
 
+def dated_export(client, user, name: str, **params: str):
+    """An export, and the days its filename may name: those of the moments just before and just
+    after it was made, which differ when it straddles midnight."""
+    before = timezone.now()
+    response = export(client, user, name, **params)
+    return response, {f"{moment:%Y-%m-%d}" for moment in (before, timezone.now())}
+
+
 def csv_rows(response) -> list[dict[str, str]]:
     assert response.streaming
     text = b"".join(response.streaming_content).decode()
@@ -335,11 +342,11 @@ def two_reviews(reviewer) -> tuple[ReviewTask, ReviewTask]:
 
 
 def test_the_csv_export_holds_every_entry(two_reviews, operator, client):
-    response = export(client, operator, "audit-csv")
+    response, days = dated_export(client, operator, "audit-csv")
 
     assert response.status_code == 200
     assert response["Content-Type"] == "text/csv; charset=utf-8"
-    assert response["Content-Disposition"] == f'attachment; filename="dagwright-audit-{timezone.now():%Y-%m-%d}.csv"'
+    assert response["Content-Disposition"] in {f'attachment; filename="dagwright-audit-{day}.csv"' for day in days}
     rows = csv_rows(response)
     entries = list(AuditEntry.objects.order_by("seq"))
     assert [int(r["seq"]) for r in rows] == [e.seq for e in entries]
@@ -352,11 +359,11 @@ def test_the_csv_export_holds_every_entry(two_reviews, operator, client):
 
 
 def test_the_json_export_holds_every_entry_as_hashed(two_reviews, admin, client):
-    response = export(client, admin, "audit-json")
+    response, days = dated_export(client, admin, "audit-json")
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
-    assert response["Content-Disposition"] == f'attachment; filename="dagwright-audit-{timezone.now():%Y-%m-%d}.json"'
+    assert response["Content-Disposition"] in {f'attachment; filename="dagwright-audit-{day}.json"' for day in days}
     rows = json_rows(response)
     assert [r["seq"] for r in rows] == list(AuditEntry.objects.order_by("seq").values_list("seq", flat=True))
     assert [tuple(r) for r in rows] == [FIELDS] * len(rows)
@@ -391,9 +398,9 @@ def test_a_malformed_filter_is_a_bad_request(operator, client, params):
 
 
 def test_the_filename_names_the_filter(two_reviews, operator, client):
-    response = export(client, operator, "audit-json", review=str(two_reviews[0].pk))
+    response, days = dated_export(client, operator, "audit-json", review=str(two_reviews[0].pk))
 
-    assert response["Content-Disposition"] == f'attachment; filename="dagwright-audit-{timezone.now():%Y-%m-%d}-review-{two_reviews[0].pk}.json"'
+    assert response["Content-Disposition"] in {f'attachment; filename="dagwright-audit-{day}-review-{two_reviews[0].pk}.json"' for day in days}
 
 
 def test_the_csv_export_neutralises_spreadsheet_formulas(reviewer, operator, client):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from decimal import Decimal
 
@@ -22,7 +23,9 @@ from apps.runs.models import NodeRun, NodeStatus, ProviderCall, Run, RunStatus
 from apps.runs.selectors import run_get
 from apps.runs.sweeper import sweep
 from tests.api.conftest import signed_in
+from tests.conftest import require_database
 from tests.factories import definition, llm_node, save_workflow, tool_node
+from tests.providers.loopback import ChatServer, Reply
 from tests.runs.helpers import drain
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("unconsumed_queue")]
@@ -175,36 +178,98 @@ def test_parallel_branches_reserve_one_at_a_time_and_never_overspend():
     assert (run.reserved_tokens, run.tokens_in + run.tokens_out) == ((fits - 1) * tokens, 25)
 
 
+class HeldChat(ChatServer):
+    """The loopback chat server holding every answer until the test lets them go. A call is made
+    only after its budget reservation is taken and settled only after its answer, so calls held
+    here together were holding their reservations together: the race really ran."""
+
+    def __init__(self, together: int):
+        super().__init__()
+        self.together, self.held = together, 0
+        self._count = threading.Lock()
+        self.look = threading.Event()  # set when ``together`` calls are held (or a racing thread failed)
+        self.released = threading.Event()
+
+    def next_reply(self, path: str, authorization: str) -> Reply:
+        with self._count:
+            self.held += 1
+            if self.held == self.together:
+                self.look.set()
+        self.released.wait(timeout=HANG_GUARD)
+        return super().next_reply(path, authorization)
+
+    def __exit__(self, *exc: object) -> None:
+        self.released.set()  # a failed test must not leave answers held
+        super().__exit__(*exc)
+
+
+HANG_GUARD = 120.0  # seconds: only a broken build waits this long (its calls never overlap)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_parallel_branches_racing_in_threads_never_overspend():
-    if connection.vendor == "sqlite":
-        pytest.skip("SQLite serialises writers with a database lock: the race needs PostgreSQL")
-    branches = [llm_node(f"b{i}", f"Angle {i} on {{{{ input.topic }}}}.", max_tokens=100) for i in range(6)]
-    run = start([*branches, llm_node("join", "Join them.", depends_on=[b["id"] for b in branches])], budget={"max_tokens": 350, "max_cost": "0.001"})
-    run = Run.objects.get(pk=run.pk)
-    queued = list(run.node_runs.filter(status=NodeStatus.QUEUED).values_list("pk", flat=True))
-    barrier = threading.Barrier(len(queued))
+def test_parallel_branches_racing_in_threads_never_overspend(settings):
+    require_database("postgresql", "SQLite serialises writers with a database lock: the race needs PostgreSQL")
+    prompts = {f"b{i}": f"Angle {i} on {TOPIC}." for i in range(6)}
+    tokens, _ = budgets.worst_case(ModelRequest(model="gpt-4o-mini", prompt=prompts["b0"], max_tokens=100))  # the same for each branch
+    fits, limit = 3, 3 * tokens + tokens // 2  # three worst cases fit, a fourth does not
+    branches = [llm_node(node_id, f"Angle {node_id[1:]} on {{{{ input.topic }}}}.", model="gpt-4o-mini", max_tokens=100) for node_id in prompts]
+    with HeldChat(together=fits) as server:
+        endpoint = {"kind": "openai", "base_url": server.base_url, "api_key_env": "", "timeout_seconds": 2 * HANG_GUARD, "models": ["gpt-4o-mini"]}
+        settings.DAGWRIGHT_PROVIDERS = {f"loopback-{uuid.uuid4().hex[:6]}": endpoint}  # a breaker of this test's own
+        run = start([*branches, llm_node("join", "Join them.", depends_on=list(prompts))], budget={"max_tokens": limit, "max_cost": "0.001"})
+        queued = dict(run.node_runs.filter(status=NodeStatus.QUEUED).values_list("node_id", "pk"))
+        threads, errors = race(queued.values(), on_error=server.look.set)
+        try:
+            assert server.look.wait(timeout=HANG_GUARD), f"only {server.held} of {fits} calls were ever in flight together"
+            raise_any(errors)
+            asked = {seen.body["messages"][-1]["content"] for seen in server.requests}
+            held = {node_id for node_id, prompt in prompts.items() if prompt in asked}
+            for node_id in prompts.keys() - held:
+                threads[queued[node_id]].join()  # refused (or cancelled) while the held calls keep their reservations
+            run.refresh_from_db()
+            assert (len(held), run.reserved_tokens) == (fits, fits * tokens)  # the run's record: three reservations held at once
+            assert run.node_runs.filter(status=NodeStatus.FAILED, error_class="budget_exceeded").exists()
+        finally:
+            server.released.set()
+            for thread in threads.values():
+                thread.join()
+    raise_any(errors)
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.BUDGET_EXCEEDED
+    made = ProviderCall.objects.filter(run=run)
+    assert made.count() == len(server.requests) == fits
+    spent = sum(c.tokens_in + c.tokens_out for c in made)
+    assert spent == run.tokens_in + run.tokens_out <= limit
+    assert run.cost == sum((c.cost for c in made), Decimal(0)) <= Decimal("0.001")
+    assert (run.reserved_tokens, run.reserved_cost) == (0, 0)
+
+
+def race(node_run_ids: Iterable[int], on_error: Callable[[], object]) -> tuple[dict[int, threading.Thread], list[Exception]]:
+    """Execute each node in a thread of its own, all let go at once. What a thread raises is
+    collected (``raise_any``), not left to print as a warning while the test goes on."""
+    pks = list(node_run_ids)
+    barrier, errors = threading.Barrier(len(pks)), []
 
     def work(pk: int) -> None:
         try:
             barrier.wait()
             services.node_run_execute(node_run_id=pk)
+        except Exception as exc:
+            errors.append(exc)
+            on_error()
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=work, args=(pk,)) for pk in queued]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    run = drain(run)
-    assert run.status == RunStatus.BUDGET_EXCEEDED
-    made = ProviderCall.objects.filter(run=run)
-    spent = sum(c.tokens_in + c.tokens_out for c in made)
-    assert spent == run.tokens_in + run.tokens_out <= 350
-    assert run.cost == sum((c.cost for c in made), Decimal(0)) <= Decimal("0.001")
-    assert (run.reserved_tokens, run.reserved_cost) == (0, 0)
-    assert run.node_runs.filter(error_class="budget_exceeded").exists()
+    threads = {pk: threading.Thread(target=work, args=(pk,), name=f"branch-{pk}") for pk in pks}
+    for thread in threads.values():
+        thread.start()
+    return threads, errors
+
+
+def raise_any(errors: list[Exception]) -> None:
+    if errors:
+        raise ExceptionGroup("a racing branch failed", list(errors))
 
 
 def test_the_sweeper_releases_the_reservation_of_a_worker_that_died():

@@ -19,6 +19,7 @@ from apps.runs.sweeper import SweepReport, sweep
 from tests.factories import definition, llm_node, save_workflow, tool_node
 
 FAST = {"simulation": {"latency": "fixed:0"}}
+LEASE = timedelta(seconds=60)  # DAGWRIGHT_LEASE_SECONDS' default
 
 
 def start(spec=None):
@@ -33,9 +34,11 @@ def later(seconds: float):
 @pytest.mark.django_db
 def test_a_claim_takes_a_lease():
     node = start().node_runs.get()
+    before = timezone.now()
     services.node_run_claim(node_run_id=node.pk)
+    after = timezone.now()
     node.refresh_from_db()
-    assert timezone.now() < node.lease_expires_at <= later(61)
+    assert before + LEASE <= node.lease_expires_at <= after + LEASE  # the lease runs from the claim
 
 
 @pytest.mark.django_db
@@ -80,10 +83,13 @@ def test_a_worker_whose_lease_was_taken_over_cannot_write():
     sweep(now=later(120))
     new = services.node_run_claim(node_run_id=node.pk)
     assert services.node_run_complete(claim=old, outcome=Outcome(ok=True, output="from the dead")) == []
+    node.refresh_from_db()
+    assert (node.status, node.attempt, node.output) == (NodeStatus.RUNNING, 2, None)  # the dead worker wrote nothing
+    assert not node.run.events.filter(kind="node_succeeded").exists()
     services.node_run_complete(claim=new, outcome=Outcome(ok=True, output="from the living"))
     node.refresh_from_db()
-    assert node.output == "from the living"
-    assert node.attempt == 2
+    assert (node.status, node.attempt, node.output) == (NodeStatus.SUCCEEDED, 2, "from the living")
+    assert list(node.run.events.filter(kind="node_succeeded").values_list("attempt", flat=True)) == [2]
 
 
 @pytest.mark.django_db
@@ -103,10 +109,13 @@ def test_a_queued_node_whose_message_was_lost_is_sent_again_once_per_interval():
 def test_a_due_retry_is_queued_by_the_sweeper():
     node = start().node_runs.get()
     claim = services.node_run_claim(node_run_id=node.pk)
+    before = timezone.now()
     services.node_run_complete(claim=claim, outcome=Outcome(ok=False, error="503", error_class="server_error", retryable=True, retry_after=600))
+    after = timezone.now()
     node.refresh_from_db()
     assert node.status == NodeStatus.RETRY_WAIT
-    assert node.next_attempt_at >= later(599)  # Retry-After honoured
+    # Retry-After honoured: 600 s from the failure, above the policy's backoff (at most 60 s)
+    assert before + timedelta(seconds=600) <= node.next_attempt_at <= after + timedelta(seconds=600)
     assert services.node_run_claim(node_run_id=node.pk) is None  # not due yet: an early message does nothing
     assert sweep(now=later(300)).retries_due == 0
     assert sweep(now=later(601)).retries_due == 1
@@ -171,16 +180,21 @@ def test_the_outbox_tool_writes_its_message_once_however_often_the_node_runs():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("unconsumed_queue")  # the session's worker must not claim the node first
 def test_the_heartbeat_keeps_the_lease_of_a_node_slower_than_the_lease(settings):
     settings.DAGWRIGHT_LEASE_SECONDS = 0.6
     node = start().node_runs.get()
     claim = services.node_run_claim(node_run_id=node.pk)
+    first_lease = NodeRun.objects.get(pk=node.pk).lease_expires_at
+    deadline = time.monotonic() + 30
     with lease_kept(claim.node_run_id, claim.attempt):
-        time.sleep(1.5)  # the node works for more than twice its lease
-        assert sweep().leases_expired == 0
+        # the node works on until the heartbeat has renewed its lease to past twice its length
+        while NodeRun.objects.get(pk=node.pk).lease_expires_at < first_lease + timedelta(seconds=1.2):
+            assert time.monotonic() < deadline, "the heartbeat did not renew the lease"
+            time.sleep(0.05)
     node.refresh_from_db()
-    assert node.status == NodeStatus.RUNNING
-    assert node.lease_expires_at > timezone.now()
+    assert (node.status, node.attempt) == (NodeStatus.RUNNING, claim.attempt)
+    assert sweep(now=first_lease + timedelta(seconds=1)).leases_expired == 0  # past its first lease, still owned
 
 
 @pytest.mark.django_db
