@@ -9,8 +9,8 @@ from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subq
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from apps.workflows.models import Workflow
-from apps.workflows.selectors import workflow_list_with_published
+from apps.workflows.models import Workflow, WorkflowVersion
+from apps.workflows.selectors import version_list, workflow_list_with_published
 
 from .models import ACTIVE_RUN_STATUSES, NodeRun, NodeStatus, ProviderCall, Run, RunEvent, RunStatus
 
@@ -60,6 +60,7 @@ def run_table(
     created_from: date | None = None,
     created_to: date | None = None,
     is_test: bool | None = None,
+    version_number: int | None = None,
 ) -> QuerySet[Run]:
     """Runs for a list page: ``run_list`` without the large JSON columns, optionally by id prefix,
     by who started them (a username, any case) and by the day they were created.
@@ -67,7 +68,8 @@ def run_table(
     An ``id_prefix`` that cannot be part of a uuid matches nothing. ``created_from`` and
     ``created_to`` are inclusive days in the site's time zone, compared as a range of instants
     so that the ``created_at`` indexes serve them. ``is_test`` True lists test runs only, False
-    none of them, None both.
+    none of them, None both. ``version_number`` keeps the runs of that version (of the
+    ``workflow`` when one is named).
     """
     runs = run_list(workflow=workflow, status=status).defer("input", "options", "version__definition")
     if id_prefix:
@@ -81,6 +83,8 @@ def run_table(
         runs = runs.filter(created_at__lt=_start_of_day(created_to + timedelta(days=1)))
     if is_test is not None:
         runs = runs.filter(is_test=is_test)
+    if version_number is not None:
+        runs = runs.filter(version__number=version_number)
     return runs
 
 
@@ -110,6 +114,19 @@ class RunStats:
     def success_rate(self) -> float | None:
         """Succeeded runs over finished runs (active runs do not count), or None if none finished."""
         return self.succeeded / self.finished if self.finished else None
+
+
+def version_list_with_run_stats(*, workflow: Workflow) -> QuerySet[WorkflowVersion]:
+    """The workflow's versions (``version_list``: newest first, no definitions), each annotated
+    with its runs: ``runs_count``, ``finished_count`` and ``succeeded_count`` of the runs that are
+    not test runs, and ``test_runs_count``; one query whatever the number of versions and runs."""
+    real = Q(runs__is_test=False)
+    return version_list(workflow=workflow).annotate(
+        runs_count=Count("runs", filter=real),
+        finished_count=Count("runs", filter=real & ~Q(runs__status__in=ACTIVE_RUN_STATUSES)),
+        succeeded_count=Count("runs", filter=real & Q(runs__status=RunStatus.SUCCEEDED)),
+        test_runs_count=Count("runs", filter=Q(runs__is_test=True)),
+    )
 
 
 def workflow_run_stats(*, workflow: Workflow) -> RunStats:

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 
 from django.db.models import F, JSONField, Max, OuterRef, QuerySet, Subquery
 
+from apps.audit.models import AuditEntry
 from apps.engine import definition
 from apps.engine.diff import DefinitionDiff, definition_diff
 from apps.engine.graph import Plan
@@ -83,3 +87,28 @@ def version_diff(*, workflow: Workflow, before: int, after: int) -> DefinitionDi
     if missing:
         raise WorkflowVersion.DoesNotExist(f"workflow '{workflow.name}' has no version {missing[0]}")
     return definition_diff(definitions[before], definitions[after], before_label=f"{workflow.name} v{before}", after_label=f"{workflow.name} v{after}")
+
+
+PUBLISH_EVENTS = ("published", "rolled_back")
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One move of the published pointer, as the audit trail recorded it."""
+
+    version: int
+    event: str  # "published" or "rolled_back"
+    actor: str
+    at: datetime
+
+
+def version_publications(*, workflow: Workflow) -> dict[int, Publication]:
+    """The last time each version was published (or rolled back to), by version number; one query
+    on the audit trail, whatever the number of versions. A version never published is absent."""
+    entries = AuditEntry.objects.filter(workflow_name=workflow.name, event__in=PUBLISH_EVENTS).order_by("seq")
+    last: dict[int, Publication] = {}
+    for event, actor, at, after in entries.values_list("event", "actor", "at", "after_json"):
+        number = json.loads(after).get("version") if after else None
+        if isinstance(number, int):
+            last[number] = Publication(number, event, actor, at)
+    return last
