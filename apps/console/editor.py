@@ -1,0 +1,221 @@
+"""What the workflow editor shows besides the text: the starting template, the node snippets and
+the live graph preview of a draft.
+
+The preview is drawn by the run page's layered renderer (``graph.layered_layout``) from the
+draft as far as it can be read, problems or not: nodes with a readable id are boxes, their
+dependencies on nodes that exist are arrows (a dependency that closes a cycle is left out, so the
+rest still lays out), and a node that a problem points into is marked. Each box knows where its
+node is written (``sourcemap.locate("/nodes/<index>")``), so a click moves the editor's cursor there.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from apps.engine.sourcemap import Location, SourceSyntaxError, source_map
+from apps.workflows.services import LocatedProblem, Validation
+
+from .graph import Box, Layout, layered_layout
+
+STARTING_TEMPLATE = """\
+# A new workflow. Each node runs once its depends_on have succeeded; prompts are Jinja2 templates
+# over the run's input and the outputs of the nodes upstream (nodes.<id>).
+schema_version: 1
+name: my-workflow
+description: Summarise a text, then suggest a title for it.
+input_schema:
+  type: object
+  required: [text]
+  properties:
+    text:
+      type: string
+      description: The text to summarise.
+      maxLength: 20000
+nodes:
+  - id: summarize
+    type: llm
+    model: sim-fast
+    system: You write short, faithful summaries.
+    prompt: |
+      Summarise in three sentences:
+      {{ input.text }}
+  - id: title
+    type: llm
+    model: sim-fast
+    depends_on: [summarize]
+    prompt: |
+      Suggest a title for this summary:
+      {{ nodes.summarize }}
+"""
+
+# One snippet per node type, every field written out with its default or an example; ``id`` is
+# the placeholder the editor renames when the id is taken (editor.js ``uniqueId``).
+SNIPPETS: dict[str, tuple[str, str]] = {
+    "llm": (
+        "new_llm",
+        """\
+  - id: new_llm
+    type: llm
+    description: ""
+    depends_on: []
+    model: sim-fast
+    system: ""
+    prompt: |
+      Write about {{ input.text }}
+    max_tokens: 512
+    temperature: 0.0
+    fallbacks: []
+    # output_schema: {type: object, properties: {answer: {type: string}}, required: [answer]}
+    # cache: {ttl_seconds: 3600}
+    # retry: {max_attempts: 3, backoff_seconds: 1.0, backoff_cap_seconds: 60.0}
+""",
+    ),
+    "tool": (
+        "new_tool",
+        """\
+  - id: new_tool
+    type: tool
+    description: ""
+    depends_on: []
+    tool: text_stats
+    args:
+      text: "{{ input.text }}"
+""",
+    ),
+    "router": (
+        "new_router",
+        """\
+  - id: new_router
+    type: router
+    description: ""
+    depends_on: []
+    routes: [route_a, route_b]
+    rules:
+      - when: "'urgent' in input.text"
+        route: route_a
+    default: route_b
+    # or let a model pick, instead of rules and default:
+    # llm: {model: sim-fast, prompt: "Pick a route for {{ input.text }}", min_confidence: 0.7, low_confidence_route: route_b}
+""",
+    ),
+    "review": (
+        "new_review",
+        """\
+  - id: new_review
+    type: review
+    description: ""
+    depends_on: [summarize]
+    instructions: Check the summary is faithful to the text.
+    groups: [reviewers]
+    assignees: []
+    approvals_required: 1
+    due_in: 4h
+    escalation: {action: reassign, group: admins}
+    # on_reject: a direct successor to take when the review is rejected
+""",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PreviewNode:
+    box: Box
+    node_id: str
+    node_type: str
+    problems: tuple[str, ...]
+    location: Location | None  # where the node is written in the text
+
+    @property
+    def label(self) -> str:
+        problems = f"; {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}: " + " ".join(self.problems) if self.problems else ""
+        return f"{self.node_id}, {self.node_type or 'no type'}{problems}"
+
+    @property
+    def short_id(self) -> str:
+        return self.node_id if len(self.node_id) <= 19 else self.node_id[:18] + "…"
+
+
+@dataclass(frozen=True)
+class Preview:
+    layout: Layout
+    nodes: tuple[PreviewNode, ...]
+    arrows: tuple[Any, ...]
+    complete: bool  # False: some nodes could not be read (no id, not a mapping)
+
+
+NODE_POINTER = re.compile(r"^/nodes/(\d+)(?:/|$)")
+NODE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def draft_preview(*, text: str, validation: Validation) -> Preview | None:
+    """The draft's graph as far as it can be read; None when the text is not YAML or has no nodes."""
+    try:
+        data = yaml.safe_load(text)
+        where = source_map(text)
+    except (yaml.YAMLError, SourceSyntaxError, RecursionError):
+        return None
+    raw_nodes = data.get("nodes") if isinstance(data, dict) else None
+    if not isinstance(raw_nodes, list):
+        return None
+    readable = [(i, node) for i, node in enumerate(raw_nodes) if isinstance(node, dict) and isinstance(node.get("id"), str) and NODE_ID.match(node["id"])]
+    by_id: dict[str, tuple[int, dict[str, Any]]] = {}
+    for index, node in readable:
+        by_id.setdefault(node["id"], (index, node))  # a repeated id: its first node (the problem says so)
+    deps = _acyclic({node_id: _deps(node, by_id) for node_id, (_, node) in by_id.items()})
+    layout = layered_layout(deps)
+    problems = _problems_by_node(validation.problems)
+    nodes = tuple(
+        PreviewNode(
+            box=box,
+            node_id=box.node_id,
+            node_type=str(by_id[box.node_id][1].get("type") or ""),
+            problems=tuple(problems.get(by_id[box.node_id][0], ())),
+            location=where.locate(f"/nodes/{by_id[box.node_id][0]}"),
+        )
+        for box in layout.boxes
+    )
+    return Preview(layout=layout, nodes=nodes, arrows=layout.arrows, complete=len(by_id) == len(raw_nodes))
+
+
+def _deps(node: dict[str, Any], by_id: dict[str, Any]) -> list[str]:
+    listed = node.get("depends_on")
+    if not isinstance(listed, list):
+        return []
+    return list(dict.fromkeys(d for d in listed if isinstance(d, str) and d in by_id and d != node["id"]))
+
+
+def _acyclic(deps: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The graph in a topological order (what ``layered_layout`` takes), without the dependencies
+    that close a cycle (a depth-first search drops each edge back to a node on its path)."""
+    order: dict[str, list[str]] = {}
+    on_path: set[str] = set()
+
+    def visit(node_id: str) -> None:
+        on_path.add(node_id)
+        kept = []
+        for dep in deps[node_id]:
+            if dep in on_path:
+                continue
+            if dep not in order:
+                visit(dep)
+            kept.append(dep)
+        on_path.discard(node_id)
+        order[node_id] = kept
+
+    for node_id in deps:
+        if node_id not in order:
+            visit(node_id)
+    return order
+
+
+def _problems_by_node(problems: list[LocatedProblem]) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for problem in problems:
+        match = NODE_POINTER.match(problem.pointer)
+        if match:
+            found.setdefault(int(match.group(1)), []).append(problem.message)
+    return found
