@@ -33,7 +33,7 @@ from apps.runs.operations import RunStateConflict, UnknownNode
 from apps.runs.services import IdempotencyConflict, run_start
 from apps.workflows import selectors as workflow_selectors
 from apps.workflows.models import Workflow, WorkflowNotPublished, WorkflowVersion
-from apps.workflows.roles import can_start_runs, can_view
+from apps.workflows.roles import can_edit_workflows, can_start_runs, can_view
 
 from .forms import RawInputForm, RunInputForm, input_skeleton
 from .graph import run_graph
@@ -129,6 +129,7 @@ def workflow_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "runs": run_selectors.workflow_recent_runs(workflow=workflow, limit=RECENT_RUNS),
         "stats": run_selectors.workflow_run_stats(workflow=workflow),
         "can_start": can_start_runs(request.user),
+        "can_edit": can_edit_workflows(request.user),
     }
     return render(request, "console/workflow_detail.html", context)
 
@@ -196,15 +197,23 @@ def _json_text(value: Any) -> str:
 # --- runs -------------------------------------------------------------------------------------
 
 
-RUN_FILTERS = ("workflow", "status", "q", "started_by", "from", "to")
+RUN_FILTERS = ("workflow", "version", "status", "q", "started_by", "from", "to", "test")
+# Test runs (``run_start_test``) are listed with the others, badged, unless the filter says otherwise:
+# an admin who just test-ran a draft looks for it here, and the badge tells them apart at a glance.
+TEST_RUN_FILTERS = {"": None, "exclude": False, "only": True}
 
 
 @viewer_required
 def run_list(request: HtmxHttpRequest) -> HttpResponse:
-    """All runs, filtered by workflow, status, id prefix, who started them and the days they were
-    created (from and to, inclusive); the rows poll while a listed run is active."""
+    """All runs, filtered by workflow, version number, status, id prefix, who started them, the
+    days they were created (from and to, inclusive) and whether they are test runs (``test``:
+    ``exclude`` or ``only``; both by default); the rows poll while a listed run is active."""
     filters = {key: request.GET.get(key, "").strip() for key in RUN_FILTERS}
     days = {key: _day_or_none(filters[key]) for key in ("from", "to")}
+    if filters["test"] not in TEST_RUN_FILTERS:
+        filters["test"] = ""
+    if not filters["version"].isdigit():  # a version number or nothing
+        filters["version"] = ""
     runs = run_selectors.run_table(
         workflow=filters["workflow"],
         status=filters["status"],
@@ -212,6 +221,8 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
         started_by=filters["started_by"],
         created_from=days["from"],
         created_to=days["to"],
+        is_test=TEST_RUN_FILTERS[filters["test"]],
+        version_number=int(filters["version"]) if filters["version"] else None,
     )
     page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
     polling = any(run.is_active for run in page)

@@ -7,6 +7,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from apps.runs.models import NodeRun, NodeStatus
+from apps.runs.services import run_start_test
+from apps.workflows.services import workflow_publish
 from tests.factories import definition, fan_out_definition, llm_node, save_workflow
 
 from .helpers import finish, signed_in, start
@@ -57,3 +59,19 @@ def test_the_workflow_pages_do_not_grow_with_workflows_versions_or_runs(operator
 
     assert queries(client, reverse("console:workflows")) == few_list
     assert queries(client, reverse("console:workflow", args=["first"])) == few_detail
+
+
+def test_the_versions_page_does_not_grow_with_versions_runs_or_publications(operator, admin):
+    client = signed_in(operator)
+    first = save_workflow(definition("history"))
+    finish(start(first))
+    url = reverse("console:versions", args=["history"])
+    few = queries(client, url)
+
+    for i in range(5):
+        version = save_workflow(definition("history", description=f"version {i + 2}"), publish=False)
+        finish(run_start_test(workflow=version.workflow, version_number=version.number, input={"topic": "tides"}))
+        finish(start(first))
+        workflow_publish(workflow=version.workflow, version_number=version.number, user=admin)
+
+    assert queries(client, url) == few
