@@ -1,13 +1,19 @@
 from django.urls import path
 
-from . import overview_views, version_views, views
+from . import editor_views, overview_views, version_views, views
 
 app_name = "console"
 urlpatterns = [
     path("", views.home, name="home"),
     path("overview/", overview_views.overview, name="overview"),
     path("workflows/", views.workflow_list, name="workflows"),
+    path("workflows/new/", editor_views.workflow_new, name="new"),  # before <name>: "new" is a workflow name no more
+    path("workflows/new/validate/", editor_views.workflow_validate, name="new_validate"),
     path("workflows/<slug:name>/", views.workflow_detail, name="workflow"),
+    path("workflows/<slug:name>/edit/", editor_views.workflow_edit, name="edit"),
+    path("workflows/<slug:name>/edit/validate/", editor_views.workflow_validate, name="edit_validate"),
+    path("workflows/<slug:name>/publish/", editor_views.workflow_publish_confirm, name="publish"),
+    path("workflows/<slug:name>/test-run/", editor_views.workflow_test_run, name="test_run"),
     path("workflows/<slug:name>/run/", views.workflow_run_start, name="run_start"),
     path("workflows/<slug:name>/versions/", version_views.version_list, name="versions"),
     path("workflows/<slug:name>/versions/compare/", version_views.version_compare, name="version_compare"),
