@@ -109,6 +109,7 @@ def version_detail(request: HtmxHttpRequest, name: str, number: int) -> HttpResp
         "is_published": version.pk == workflow.published_version_id,
         "previous": workflow.versions.filter(number__lt=number).order_by("-number").values_list("number", flat=True).first(),
         "can_publish": can_edit_workflows(request.user),
+        "can_start": can_start_runs(request.user),
     }
     return render(request, "console/version_detail.html", context)
 
@@ -165,8 +166,8 @@ def _rollback_page(request: HtmxHttpRequest, workflow: Workflow, version: Workfl
         "published": published,
         "expected_published": published or NOTHING_PUBLISHED,
         "is_published": version.pk == workflow.published_version_id,
-        # from what runs now to what would run: nothing published compares the version with itself
-        "diff": _diff_or_404(workflow, published or version.number, version.number),
+        # from what runs now to what would run (with nothing published, the page shows the definition)
+        "diff": _diff_or_404(workflow, published, version.number) if published else None,
         **extra,
     }
     return render(request, "console/version_rollback.html", context, status=status)

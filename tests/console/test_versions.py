@@ -397,3 +397,27 @@ def test_hostile_text_in_a_definition_stays_text_on_every_page(hostile, admin, i
         html = response.content.decode()
         assert SCRIPT not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_a_version_page_links_to_its_runs_and_starts_a_run_of_it(story, operator, reviewer):
+    page = parse_html(signed_in(operator).get(pages()["version"]).content)
+    assert page.one("a", id="version-runs").attrs["href"] == "/runs/?workflow=story&version=1"
+    assert page.one("a", id="start-version").attrs["href"] == reverse("console:run_start", args=["story"]) + "?version=1"
+    detail = parse_html(signed_in(operator).get(reverse("console:workflow", args=["story"])).content)
+    assert reverse("console:version", args=["story", 1]) in [a.attrs.get("href") for a in detail.all("a")]
+
+
+def test_publishing_the_first_version_shows_what_will_run_instead_of_a_diff(admin):
+    workflow_save(spec=spec_v1("first"), user=admin)  # a draft, nothing published
+    client = signed_in(admin)
+
+    page = parse_html(client.get(reverse("console:version_rollback", args=["first", 1])).content)
+    assert page.one("h1").text == "Publish v1"
+    assert "Summarise the" in page.one("pre", id="definition-yaml").text
+    assert not page.all(id="definition-diff")
+    assert page.one("input", name="expected_published").attrs["value"] == "0"
+
+    assert client.post(reverse("console:version_rollback", args=["first", 1]), {"expected_published": "0"}).status_code == 302
+    workflow = Workflow.objects.get(name="first")
+    assert workflow.published_version.number == 1
+    assert AuditEntry.objects.filter(workflow_name="first").order_by("-seq").first().event == "published"
