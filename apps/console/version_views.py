@@ -128,6 +128,7 @@ def version_diff(request: HtmxHttpRequest, name: str, a: int, b: int) -> HttpRes
         "after_label": f"v{b}",
         "numbers": list(workflow.versions.order_by("-number").values_list("number", flat=True)),
         "published": published_number(workflow),
+        "can_publish": can_edit_workflows(request.user),
     }
     return render(request, "console/version_diff.html", context)
 

@@ -130,6 +130,11 @@ def test_the_list_shows_every_version_with_its_author_publication_runs_and_succe
     assert table_cell(table, second, "Success rate").text == "—"
     assert table_cell(table, second, "Actions").one("a").attrs["href"] == pages()["diff"]
 
+    workflow_save(spec=spec_v1(prompt="A draft about {{ input.topic }}."), user=admin)
+    page = parse_html(signed_in(operator).get(pages()["versions"]).content)
+    table = page.one("table", id="versions")
+    assert table_cell(table, page.one("tr", id="version-3"), "Published").one("span", cls="tag-draft").text == "draft"
+
 
 def test_the_compare_form_goes_to_the_diff_of_the_two_picked(story, operator):
     page = parse_html(signed_in(operator).get(pages()["versions"]).content)
@@ -213,6 +218,13 @@ def test_the_diff_shows_nodes_fields_word_changes_and_the_unified_diff(story, op
     assert not any("warmly" in line for line in removed)
     assert [line.text for line in unified.all("span", cls="diff-file")] == ["--- story v1", "+++ story v2"]
     assert unified.all("span", cls="diff-hunk")
+
+
+def test_the_diff_page_offers_admins_to_publish_its_newer_side(story, operator, admin):
+    back = reverse("console:version_diff", args=["story", 2, 1])
+    assert parse_html(signed_in(admin).get(back).content).one("a", id="rollback-link").text == "Roll back to v1"
+    assert not parse_html(signed_in(admin).get(pages()["diff"]).content).all("a", id="rollback-link")  # v2 is published
+    assert not parse_html(signed_in(operator).get(back).content).all("a", id="rollback-link")
 
 
 def test_the_reverse_diff_removes_what_the_forward_one_added(story, operator):
