@@ -22,8 +22,8 @@ from apps.workflows.services import LocatedProblem, Validation
 from .graph import Box, Layout, layered_layout
 
 STARTING_TEMPLATE = """\
-# A new workflow. Each node runs once its depends_on have succeeded; prompts are Jinja2 templates
-# over the run's input and the outputs of the nodes upstream (nodes.<id>).
+# A new workflow: a node runs when its depends_on have succeeded.
+# Prompts are Jinja2 over input.<field> and nodes.<upstream id>.
 schema_version: 1
 name: my-workflow
 description: Summarise a text, then suggest a title for it.

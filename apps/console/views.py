@@ -112,7 +112,8 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
 
 @viewer_required
 def workflow_list(request: HtmxHttpRequest) -> HttpResponse:
-    context = {"workflows": run_selectors.workflow_list_with_run_stats(), "can_start": can_start_runs(request.user)}
+    user = request.user
+    context = {"workflows": run_selectors.workflow_list_with_run_stats(), "can_start": can_start_runs(user), "can_edit": can_edit_workflows(user)}
     return render(request, "console/workflow_list.html", context)
 
 

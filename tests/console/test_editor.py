@@ -336,3 +336,8 @@ def test_hostile_text_stays_inert_in_the_editor_the_preview_and_the_diff(admin_c
     page = parse_html(body)
     assert HOSTILE in page.one(id="change-write").one("ins").text
     assert page.all("script") == [s for s in page.all("script") if s.attrs.get("src")]
+
+
+def test_the_workflow_list_offers_a_new_workflow_to_admins_only(admin, operator):
+    assert parse_html(signed_in(admin).get("/workflows/").content).one("a", id="new-workflow").attrs["href"] == "/workflows/new/"
+    assert not parse_html(signed_in(operator).get("/workflows/").content).all("a", id="new-workflow")

@@ -1,0 +1,166 @@
+"""The workflow editor in real Chromium, with a real worker: an admin writes a workflow from the
+template, sees a problem marked at its line as they type, fixes it and watches the preview gain a
+box, test-runs the draft and watches it finish live, publishes after the diff, edits a prompt and
+publishes v2. Without JavaScript the same page still checks and saves."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from apps.console.editor import STARTING_TEMPLATE
+from apps.runs.models import Run
+from apps.workflows.models import Workflow
+from tests.browser.conftest import sign_in
+from tests.factories import PASSWORD
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LINES = STARTING_TEMPLATE.splitlines()
+NAME_LINE = LINES.index("name: my-workflow") + 1
+DEPENDS_LINE = LINES.index("    depends_on: [summarize]") + 1
+NEW_NODE = """
+  - id: translate
+    type: llm
+    model: sim-fast
+    prompt: Translate {{ input.text }} into French.
+"""
+
+
+def cursor_line(page) -> int:
+    return page.evaluate("(() => { const s = dagwrightEditor.view.state; return s.doc.lineAt(s.selection.main.head).number; })()")
+
+
+def go_to(page, line: int, column: int) -> None:
+    page.evaluate(f"dagwrightEditor.goTo({line}, {column})")
+
+
+def go_to_text(page, text: str) -> None:
+    """The cursor just before ``text`` in the editor (as a click there would put it)."""
+    page.evaluate(
+        "(text) => { const v = dagwrightEditor.view; const at = v.state.doc.toString().indexOf(text); v.dispatch({selection: {anchor: at}}); v.focus(); }",
+        text,
+    )
+
+
+def test_an_admin_writes_checks_test_runs_and_publishes_a_workflow(browser, live_server, celery_worker, admin):
+    context, page = sign_in(browser, live_server, admin, timeout_ms=30_000)
+    try:
+        page.goto(f"{live_server.url}/workflows/new/")
+        expect(page.locator("#definition-editor .cm-content")).to_be_visible()
+        expect(page.locator("#definition-text")).to_be_hidden()  # the textarea is the form field behind the editor
+        expect(page.locator("#no-problems")).to_be_visible()
+        expect(page.locator("#preview-graph-svg a.gnode")).to_have_count(2)
+
+        # name it: typed over the template's name
+        go_to(page, NAME_LINE, len("name: ") + 1)
+        page.keyboard.press("Shift+End")
+        page.keyboard.type("browser-flow")
+
+        # a dependency on a node that does not exist: marked at its line, listed, the box flagged
+        go_to(page, DEPENDS_LINE, len("    depends_on: [summarize") + 1)
+        page.keyboard.type(", translate")
+        problem = page.locator("#problem-list li.problem")
+        expect(problem).to_have_count(1)
+        expect(problem).to_contain_text("translate")
+        expect(problem).to_have_attribute("data-line", str(DEPENDS_LINE))
+        expect(problem.locator("a.problem-where")).to_have_text(re.compile(rf"^line {DEPENDS_LINE}, column \d+$"))
+        expect(page.locator(".cm-lintRange-error")).to_have_text("translate")
+        expect(page.locator(".cm-gutter-lint .cm-lint-marker-error")).to_have_count(1)
+        expect(page.locator("#pnode-title")).to_have_class(re.compile(r"\bgnode-problem\b"))
+        expect(page.locator("#validation-status")).to_have_text("1 problem.")
+        # a click on the problem puts the cursor on its line
+        go_to(page, 1, 1)
+        problem.locator("a.problem-where").click()
+        assert cursor_line(page) == DEPENDS_LINE
+
+        # fixed by writing the missing node: no problem left, and the preview gains its box
+        page.evaluate("(() => { const v = dagwrightEditor.view; v.dispatch({selection: {anchor: v.state.doc.length}}); v.focus(); })()")
+        page.keyboard.insert_text(NEW_NODE.lstrip("\n"))
+        expect(page.locator("#no-problems")).to_be_visible()
+        expect(page.locator(".cm-lintRange-error")).to_have_count(0)
+        expect(page.locator("#preview-graph-svg a.gnode")).to_have_count(3)
+        expect(page.locator("#preview-graph-svg path.gedge")).to_have_count(2)
+        # a click on a box puts the cursor on its node
+        page.locator("#pnode-translate").click()
+        assert cursor_line(page) == len(STARTING_TEMPLATE.splitlines()) + 1
+
+        # test run: the draft is saved, the input form comes from its schema, the run is followed live
+        page.locator("button[name=action][value=test]").click()
+        page.wait_for_url(re.compile(r"/workflows/browser-flow/test-run/\?version=1$"))
+        page.fill("#id_input-text", "Tides rise and fall twice a day.")
+        page.get_by_role("button", name="Start the test run").click()
+        page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
+        for node_id in ("summarize", "title", "translate"):
+            expect(page.locator(f"#gnode-{node_id}")).to_have_attribute("data-status", "succeeded")
+        run = Run.objects.get(workflow__name="browser-flow")
+        assert run.is_test
+        assert run.version.number == 1
+        assert Workflow.objects.get(name="browser-flow").published_version_id is None
+
+        # publish v1 after seeing what it contains
+        page.goto(f"{live_server.url}/workflows/browser-flow/edit/")
+        expect(page.locator("#definition-editor .cm-content")).to_be_visible()
+        page.get_by_role("button", name="Publish…").click()
+        expect(page.locator("#added-translate")).to_be_visible()
+        page.locator("#confirm-publish").click()
+        page.wait_for_url(re.compile(r"/workflows/browser-flow/edit/\?published=1$"))
+        expect(page.locator("#editor-notice")).to_contain_text("Published v1")
+
+        # edit a prompt, save it with Ctrl+S, then publish it as v2 after the word diff
+        go_to_text(page, "Suggest a title")
+        page.keyboard.type("Kindly ")
+        expect(page.locator("#validation-status")).to_have_text("No problems: ready to save.")
+        page.keyboard.press("Control+s")
+        page.wait_for_url(re.compile(r"/workflows/browser-flow/edit/\?saved=2$"))
+        page.get_by_role("button", name="Publish…").click()
+        expect(page.locator("#change-title ins")).to_have_text("Kindly ")
+        expect(page.locator("#unified-diff")).to_contain_text("Kindly Suggest a title")
+        page.locator("#confirm-publish").click()
+        page.wait_for_url(re.compile(r"/workflows/browser-flow/edit/\?published=2$"))
+        workflow = Workflow.objects.get(name="browser-flow")
+        assert workflow.published_version.number == 2
+        assert workflow.published_by == admin
+
+        # unsaved changes: leaving the page asks first
+        go_to_text(page, "Kindly")
+        page.keyboard.type("Please, ")
+        expect(page.locator("#validation-status")).to_have_text("No problems: ready to save.")
+        with page.expect_event("dialog") as leaving:
+            page.close(run_before_unload=True)
+        assert leaving.value.type == "beforeunload"
+        leaving.value.accept()
+    finally:
+        context.close()
+
+
+def test_without_javascript_the_page_checks_and_saves(browser, live_server, admin):
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.goto(f"{live_server.url}/login/")
+        page.fill("input[name=username]", admin.username)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.goto(f"{live_server.url}/workflows/new/")
+        textarea = page.locator("#definition-text")
+        expect(textarea).to_be_visible()
+        text = STARTING_TEMPLATE.replace("my-workflow", "plain-form").replace("[summarize]", "[summarize, translate]")
+        textarea.fill(text)
+        page.get_by_role("button", name="Check").click()
+        problem = page.locator("#problem-list li.problem")
+        expect(problem).to_have_count(1)
+        expect(problem.locator("a.problem-where")).to_contain_text(f"line {DEPENDS_LINE},")
+        expect(page.locator("#pnode-title")).to_have_class(re.compile(r"\bgnode-problem\b"))
+        assert not Workflow.objects.filter(name="plain-form").exists()
+
+        page.locator("#definition-text").fill(text.replace(", translate", ""))
+        page.get_by_role("button", name="Save draft").click()
+        page.wait_for_url(re.compile(r"/workflows/plain-form/edit/\?saved=1$"))
+        expect(page.locator("#editor-notice")).to_contain_text("Saved as draft v1")
+        assert Workflow.objects.get(name="plain-form").versions.count() == 1
+    finally:
+        context.close()
