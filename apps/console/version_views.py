@@ -69,16 +69,27 @@ def version_list(request: HtmxHttpRequest, name: str) -> HttpResponse:
         )
         for i, version in enumerate(versions)
     ]
-    numbers = [row.version.number for row in rows]
+    before, after = _compare_defaults([row.version.number for row in rows], published_number(workflow))
     context = {
         "workflow": workflow,
         "rows": rows,
-        "compare_before": numbers[1] if len(numbers) > 1 else (numbers[0] if numbers else None),
-        "compare_after": numbers[0] if numbers else None,
+        "compare_before": before,
+        "compare_after": after,
         "just_published": _int_or_none(request.GET.get("published")),
         "can_publish": can_edit_workflows(request.user),
     }
     return render(request, "console/version_list.html", context)
+
+
+def _compare_defaults(numbers: list[int], published: int | None) -> tuple[int | None, int | None]:
+    """What the compare form offers first: the published version against the newest when they
+    differ (what publishing the newest would change), else the newest against the one before."""
+    if not numbers:
+        return None, None
+    newest = numbers[0]
+    if published and published != newest:
+        return published, newest
+    return (numbers[1] if len(numbers) > 1 else newest), newest
 
 
 @history_reader_required
@@ -107,6 +118,7 @@ def version_detail(request: HtmxHttpRequest, name: str, number: int) -> HttpResp
         "graph": version_graph(version),
         "published": published,
         "is_published": version.pk == workflow.published_version_id,
+        "publication": workflow_selectors.version_publications(workflow=workflow).get(number),
         "previous": workflow.versions.filter(number__lt=number).order_by("-number").values_list("number", flat=True).first(),
         "can_publish": can_edit_workflows(request.user),
         "can_start": can_start_runs(request.user),

@@ -143,6 +143,11 @@ def test_the_compare_form_goes_to_the_diff_of_the_two_picked(story, operator):
     assert form.one("select", name="a").one("option", selected="").attrs["value"] == "1"
     assert form.one("select", name="b").one("option", selected="").attrs["value"] == "2"
 
+    workflow_save(spec=spec_v1(prompt="A draft about {{ input.topic }}."), user=operator)  # v3, a draft: published v2 against it
+    form = parse_html(signed_in(operator).get(pages()["versions"]).content).one("form", cls="compare-form")
+    assert form.one("select", name="a").one("option", selected="").attrs["value"] == "2"
+    assert form.one("select", name="b").one("option", selected="").attrs["value"] == "3"
+
     response = signed_in(operator).get(reverse("console:version_compare", args=["story"]) + "?a=2&b=1")
     assert response.status_code == 302
     assert response.url == reverse("console:version_diff", args=["story", 2, 1])
@@ -166,6 +171,7 @@ def test_a_version_page_shows_its_graph_and_definition_read_only(story, operator
     assert page.one("a", id="compare-published").attrs["href"] == reverse("console:version_diff", args=["story", 2, 1])
     assert not page.all("a", id="compare-previous")  # v1 has none
     assert not page.all("a", id="rollback-link")  # operators do not publish
+    assert page.one("dd", id="version-publication").text.startswith("by ada-admin, ")
 
 
 def test_admins_are_offered_the_rollback_of_a_version_that_is_not_published(story, admin):
