@@ -75,3 +75,14 @@ def test_the_versions_page_does_not_grow_with_versions_runs_or_publications(oper
         workflow_publish(workflow=version.workflow, version_number=version.number, user=admin)
 
     assert queries(client, url) == few
+
+
+def test_a_version_page_and_a_diff_do_not_grow_with_nodes(operator):
+    client = signed_in(operator)
+    save_workflow(definition("small", [llm_node("only")]))
+    save_workflow(definition("small", [llm_node("only", "Another prompt.")]))
+    save_workflow(fan_out_definition("large", width=3))
+    save_workflow(fan_out_definition("large", width=15))
+
+    for name, args in (("console:version", [1]), ("console:version_diff", [1, 2])):
+        assert queries(client, reverse(name, args=["large", *args])) == queries(client, reverse(name, args=["small", *args]))
