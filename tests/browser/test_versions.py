@@ -76,3 +76,28 @@ def test_an_admin_compares_two_versions_rolls_back_and_the_next_run_pins_the_old
         assert run.version.definition["nodes"][1]["prompt"] == PROMPT_V1
     finally:
         context.close()
+
+
+HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"><b id="injected">bold</b>'
+
+
+def test_hostile_text_in_a_definition_stays_inert_on_the_version_pages(browser, live_server, admin):
+    workflow_save(spec=story(PROMPT_V1), user=admin, publish=True)
+    hostile = story(f"{PROMPT_V1} {HOSTILE}")
+    hostile["description"] = HOSTILE
+    workflow_save(spec=hostile, user=admin)
+    context, page = sign_in(browser, live_server, admin)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    try:
+        for path in ("versions/2/", "versions/1/diff/2/", "versions/2/rollback/", "versions/"):
+            page.goto(f"{live_server.url}/workflows/story/{path}")
+            page.wait_for_load_state("load")  # every image has loaded or failed, so an onerror would have run
+            assert page.evaluate("window.__pwned") is None, path
+            expect(page.locator("#injected")).to_have_count(0)
+            expect(page.locator("main img")).to_have_count(0)
+        page.goto(f"{live_server.url}/workflows/story/versions/1/diff/2/")
+        expect(page.locator("li.field-change[data-field='prompt'] ins")).to_contain_text(["<script>window.__pwned = 1</script>"])
+        assert dialogs == []
+    finally:
+        context.close()
