@@ -14,7 +14,7 @@ from apps.console.editor import STARTING_TEMPLATE
 from apps.runs.models import Run
 from apps.workflows.models import Workflow
 from tests.browser.conftest import sign_in
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, definition, llm_node, save_workflow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -162,5 +162,39 @@ def test_without_javascript_the_page_checks_and_saves(browser, live_server, admi
         page.wait_for_url(re.compile(r"/workflows/plain-form/edit/\?saved=1$"))
         expect(page.locator("#editor-notice")).to_contain_text("Saved as draft v1")
         assert Workflow.objects.get(name="plain-form").versions.count() == 1
+    finally:
+        context.close()
+
+
+# What an author (or a model that wrote a definition) might put in a prompt, each aimed at another way of running code.
+HOSTILE = " ".join(
+    [
+        "<script>window.__pwned = (window.__pwned || 0) + 1</script>",
+        "<img src=x onerror=\"window.__pwned = 'img'\">",
+        '<svg onload="window.__pwned = 1"><circle r="5"/></svg>',
+        '<div hx-get="/admin/" hx-trigger="load">htmx</div>',
+    ]
+)
+
+
+def test_hostile_definition_text_stays_inert_in_the_editor_the_preview_and_the_diff(browser, live_server, admin):
+    save_workflow(definition("hostile-text", [llm_node("draft", f"Topic first. {HOSTILE} {{{{ input.topic }}}}", description=HOSTILE)], description=HOSTILE))
+    context, page = sign_in(browser, live_server, admin)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    try:
+        page.goto(f"{live_server.url}/workflows/hostile-text/edit/")
+        expect(page.locator("#definition-editor .cm-content")).to_contain_text("<script>window.__pwned")
+        expect(page.locator("#pnode-draft")).to_be_visible()
+        go_to_text(page, "Topic first.")
+        page.keyboard.type("Careful. ")
+        expect(page.locator("#validation-status")).to_have_text("No problems: ready to save.")
+        page.get_by_role("button", name="Publish…").click()
+        expect(page.locator("#change-draft ins")).to_have_text("Careful. ")
+        expect(page.locator("#change-draft .word-diff")).to_contain_text("<svg onload=")
+        expect(page.locator("#unified-diff")).to_contain_text("<img src=x")
+        assert page.evaluate("window.__pwned") is None
+        assert page.locator("main img, main div[hx-get], main circle").count() == 0
+        assert dialogs == []
     finally:
         context.close()

@@ -341,3 +341,20 @@ def test_hostile_text_stays_inert_in_the_editor_the_preview_and_the_diff(admin_c
 def test_the_workflow_list_offers_a_new_workflow_to_admins_only(admin, operator):
     assert parse_html(signed_in(admin).get("/workflows/").content).one("a", id="new-workflow").attrs["href"] == "/workflows/new/"
     assert not parse_html(signed_in(operator).get("/workflows/").content).all("a", id="new-workflow")
+
+
+def test_a_new_workflow_may_not_be_named_after_the_new_page(admin_client):
+    response = post(admin_client, "/workflows/new/", TEXT.replace("name: drafty", "name: new"), "save")
+    assert response.status_code == 422
+    assert "/workflows/new/" in parse_html(response.content).one(id="problem-list").text
+    assert not Workflow.objects.filter(name="new").exists()
+
+
+def test_a_test_run_calls_the_real_providers_only_when_asked(admin_client):
+    save_workflow(definition_parse_text(text=TEXT), publish=False)
+    page = parse_html(admin_client.get("/workflows/drafty/test-run/?version=1").content)
+    assert "checked" not in page.one("input", id="form-real-providers").attrs
+    admin_client.post("/workflows/drafty/test-run/", {"mode": "form", "version": "1", "input-topic": "tides", "real_providers": "on"})
+    run = Run.objects.get()
+    assert run.is_test
+    assert "simulate_all_models" not in run.options
