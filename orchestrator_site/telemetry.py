@@ -180,7 +180,7 @@ def build_providers(config: TelemetryConfig) -> tuple[Any, Any]:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
     resource = Resource.create({})  # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
@@ -194,7 +194,8 @@ def build_providers(config: TelemetryConfig) -> tuple[Any, Any]:
 
             tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         if config.spans_file:
-            tracer_provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(config.spans_file), schedule_delay_millis=100))
+            # Written as each span ends, with no export thread: a reader of the file sees a span as soon as it is over.
+            tracer_provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(config.spans_file)))
     if config.otlp_metrics:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 

@@ -237,6 +237,20 @@ def unconsumed_queue(test_queue: str) -> Iterator[str]:
         conn.default_channel.queue_purge(queue)
 
 
+def worker_environment(database_url: str, queue: str, **extra: str) -> dict[str, str]:
+    """A test worker's environment: the test database, a queue of its own, no simulated latency,
+    and this session's breaker keys."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DAGWRIGHT_QUEUE": queue,
+        "DAGWRIGHT_SIM_LATENCY": "fixed:0",
+        "DB_CONN_MAX_AGE": "0",
+        "DAGWRIGHT_BREAKER_KEY_PREFIX": BREAKER_PREFIX,
+        **extra,
+    }
+
+
 @pytest.fixture(scope="session")
 def celery_worker(test_database_url: str, test_queue: str) -> Iterator[WorkerProcess]:
     """One real Celery worker for the session, consuming the session's queue.
@@ -244,16 +258,8 @@ def celery_worker(test_database_url: str, test_queue: str) -> Iterator[WorkerPro
     Tests that use it must commit their data: mark them ``django_db(transaction=True)``.
     """
     queue = test_queue
-    env = {
-        **os.environ,
-        "DATABASE_URL": test_database_url,
-        "DAGWRIGHT_QUEUE": queue,
-        "DAGWRIGHT_SIM_LATENCY": "fixed:0",
-        "DB_CONN_MAX_AGE": "0",
-        "DAGWRIGHT_BREAKER_KEY_PREFIX": BREAKER_PREFIX,
-        # The worker's finished spans as JSON lines (orchestrator_site.telemetry), for tests/site/test_telemetry.py.
-        "DAGWRIGHT_OTEL_SPANS_FILE": str(Path(settings.VAR_DIR) / f"spans-{queue}.jsonl"),
-    }
+    # The worker's finished spans as JSON lines (orchestrator_site.telemetry), for tests/site/test_telemetry.py.
+    env = worker_environment(test_database_url, queue, DAGWRIGHT_OTEL_SPANS_FILE=str(Path(settings.VAR_DIR) / f"spans-{queue}.jsonl"))
     worker = WorkerProcess(queue, env, concurrency=4, pool="threads")
     worker.start()
     yield worker

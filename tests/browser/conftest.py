@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BREAKER_PREFIX, WorkerProcess, missing_service
+from tests.conftest import WorkerProcess, missing_service, worker_environment
 from tests.providers.held import HeldChatServer
 
 CHROMIUM = Path(os.environ.get("DAGWRIGHT_CHROMIUM", "/usr/bin/chromium"))
@@ -86,16 +86,7 @@ def held_model(test_database_url: str, test_queue: str) -> Iterator[HeldChatServ
 
     queue = f"{test_queue}-held-{uuid.uuid4().hex[:6]}"
     with HeldChatServer() as server:
-        env = {
-            **os.environ,
-            "DATABASE_URL": test_database_url,
-            "DAGWRIGHT_QUEUE": queue,
-            "DAGWRIGHT_SIM_LATENCY": "fixed:0",
-            "DB_CONN_MAX_AGE": "0",
-            "DAGWRIGHT_BREAKER_KEY_PREFIX": BREAKER_PREFIX,
-            "DAGWRIGHT_PROVIDERS": server.providers(),
-        }
-        worker = WorkerProcess(queue, env, concurrency=4, pool="threads")
+        worker = WorkerProcess(queue, worker_environment(test_database_url, queue, DAGWRIGHT_PROVIDERS=server.providers()), concurrency=4, pool="threads")
         worker.start()
         app.conf.task_default_queue = queue
         try:

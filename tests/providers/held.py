@@ -20,11 +20,12 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.providers.loopback import completion
+from tests.providers import loopback
+from tests.providers.loopback import Reply, completion
 
 MODELS = "held-*"  # the models this server answers for, in DAGWRIGHT_PROVIDERS' words
 USAGE = {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
@@ -70,23 +71,16 @@ def _socket_inode(local_port: int, remote_port: int) -> int | None:
     return None
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(loopback.Handler):
     server: _Server
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         call = self.server.held.arrived(body, self.client_address[1])
         call.released.wait()
-        data = completion(f"Held answer to: {call.prompt[:80]}", model=call.model, usage=USAGE).encode()
+        reply = Reply(200, completion(f"Held answer to: {call.prompt[:80]}", model=call.model, usage=USAGE))
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the caller was killed meanwhile: that was the point
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-        pass
+            self._send(reply)
 
 
 class _Server(ThreadingHTTPServer):

@@ -53,7 +53,7 @@ class Seen:
     body: dict[str, Any]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_POST(self) -> None:
@@ -91,7 +91,7 @@ class ChatServer:
         self.api_key = api_key
         self.replies: deque[Reply] = deque()
         self.requests: list[Seen] = []
-        self._http = _Server(("127.0.0.1", 0), _Handler)
+        self._http = _Server(("127.0.0.1", 0), Handler)
         self._http.chat = self
         # a short poll keeps shutdown() from waiting half a second per test
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.02}, name="loopback-chat", daemon=True)

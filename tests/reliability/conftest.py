@@ -145,8 +145,11 @@ class RedisServer:
 
     def start(self) -> None:
         cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        # Redis is a service here, not code under test: a test clock (faketime's LD_PRELOAD) stays ours, and
+        # libfaketime 0.9.10 crashes redis-server's allocator at start.
+        env = {name: value for name, value in os.environ.items() if name not in ("LD_PRELOAD", "FAKETIME")}
         with self.log.open("a") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         import redis
 
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
@@ -240,7 +243,10 @@ class Deployment:
             self._supervisor.start()
 
     def _supervise_loop(self) -> None:
-        while not self._closing.wait(0.5):
+        # time.sleep, not Event.wait(timeout): under faketime (libfaketime 0.9.10) a timed wait that
+        # nobody ends never returns, and the suite must pass with its clock pinned to any minute.
+        while not self._closing.is_set():
+            time.sleep(0.5)
             for index, worker in enumerate(self._supervised):
                 if not worker.alive() and not self._closing.is_set():
                     self.restarts += 1
