@@ -52,7 +52,9 @@ def save_held_workflow(scenario: str, max_attempts: int = 3):
     """One llm node on a held model (tests.providers.held): it runs until the test releases its call."""
     name = f"rel-held-{scenario}-{uuid.uuid4().hex[:6]}"
     node = llm_node("answer", "Answer about {{ input.topic }}.", model=f"held-{scenario}-{name[-6:]}")
-    return save_workflow(definition(name, [node], retry={"max_attempts": max_attempts, "backoff_seconds": 0.2, "backoff_cap_seconds": 1}))
+    retry = {"max_attempts": max_attempts, "backoff_seconds": 0.2, "backoff_cap_seconds": 1}
+    # held-* models are served by the workers' DAGWRIGHT_PROVIDERS (Deployment.serve_held_model), not this process's
+    return save_workflow(definition(name, [node], retry=retry), check_models=False)
 
 
 def start_held_run(version, topic: str):
