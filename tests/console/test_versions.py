@@ -439,3 +439,9 @@ def test_publishing_the_first_version_shows_what_will_run_instead_of_a_diff(admi
     workflow = Workflow.objects.get(name="first")
     assert workflow.published_version.number == 1
     assert AuditEntry.objects.filter(workflow_name="first").order_by("-seq").first().event == "published"
+
+
+@pytest.mark.parametrize("page", ["versions", "version", "diff"])
+def test_the_version_pages_are_under_workflows_in_the_navigation(story, operator, page):
+    nav = parse_html(signed_in(operator).get(pages()[page]).content).one("nav", cls="mainnav")
+    assert nav.one("a", aria_current="page").text == "Workflows"
