@@ -8,8 +8,10 @@
 // the editor's lint markers; a click on a problem or on a box of the preview moves the cursor there.
 
 import { EditorView, basicSetup } from "codemirror";
+import { insertCompletionText, startCompletion } from "@codemirror/autocomplete";
 import { indentWithTab } from "@codemirror/commands";
-import { yaml } from "@codemirror/lang-yaml";
+import { yaml, yamlLanguage } from "@codemirror/lang-yaml";
+import { syntaxTree } from "@codemirror/language";
 import { lintGutter, setDiagnostics } from "@codemirror/lint";
 import { keymap } from "@codemirror/view";
 
@@ -33,8 +35,50 @@ function diagnostics(doc, feedback) {
   });
 }
 
+// Completion: field names where a key goes; after "type:", "tool:", "model:" and the like, the names
+// those fields take (the page's vocabulary, from the server); node ids after "nodes." and in the
+// fields that name nodes (depends_on, routes, ...), read from the text itself.
+function nodeIds(text) {
+  return Array.from(new Set(Array.from(text.matchAll(/^\s*-?\s*id:\s*["']?([a-z][a-z0-9_]*)/gm), (m) => m[1])));
+}
+
+function completionSource(vocabulary) {
+  const named = new Set([...Object.keys(vocabulary.values), ...vocabulary.node_fields]);
+  // a key whose values have names: write "key: " and offer them at once
+  const applyKey = (key) => (view, completion, from, to) => {
+    view.dispatch(insertCompletionText(view.state, `${key}: `, from, to));
+    if (named.has(key)) setTimeout(() => startCompletion(view), 0);
+  };
+  const keys = vocabulary.keys.map((key) => ({ label: key, type: "property", apply: applyKey(key) }));
+  return (context) => {
+    const reference = context.matchBefore(/nodes\.[a-z0-9_]*/);
+    if (reference) {
+      const options = nodeIds(context.state.doc.toString()).map((id) => ({ label: id, type: "variable" }));
+      return { from: reference.from + "nodes.".length, options, validFor: /^[a-z0-9_]*$/ };
+    }
+    const word = context.matchBefore(/[\w.-]*/);
+    if (!word || (word.from === word.to && !context.explicit)) return null;
+    const line = context.state.doc.lineAt(context.pos);
+    const before = line.text.slice(0, word.from - line.from);
+    const field = before.match(/^\s*(?:-\s+)?([a-z_]+):\s*(?:\[[^\]]*)?(?:,\s*)?$/);
+    if (field) {
+      const name = field[1];
+      const names = vocabulary.node_fields.includes(name) ? nodeIds(context.state.doc.toString()) : vocabulary.values[name];
+      if (!names) return null;
+      return { from: word.from, options: names.map((label) => ({ label, type: "constant" })), validFor: /^[\w.-]*$/ };
+    }
+    if (!/^\s*(?:-\s+)?$/.test(before)) return null;
+    // not inside a block scalar (a prompt written with "|"), where a line start is text, not a key
+    for (let node = syntaxTree(context.state).resolveInner(context.pos, -1); node; node = node.parent) {
+      if (node.name === "BlockLiteral" || node.name === "BlockLiteralContent") return null;
+    }
+    return { from: word.from, options: keys, validFor: /^\w*$/ };
+    return null;
+  };
+}
+
 function uniqueId(text, base) {
-  const taken = new Set(Array.from(text.matchAll(/^\s*-?\s*id:\s*["']?([a-z][a-z0-9_]*)/gm), (m) => m[1]));
+  const taken = new Set(nodeIds(text));
   if (!taken.has(base)) return base;
   let n = 2;
   while (taken.has(`${base}_${n}`)) n += 1;
@@ -45,10 +89,13 @@ function start(textarea) {
   const form = textarea.form;
   const validateUrl = textarea.dataset.validateUrl;
   const status = document.getElementById("validation-status");
+  const vocabularyScript = document.getElementById("editor-vocabulary");
+  const vocabulary = vocabularyScript ? JSON.parse(vocabularyScript.textContent) : null;
   let saved = textarea.value;
   let leaving = false;
   let timer = null;
   let sent = 0;
+  let inFlight = null;
 
   const save = () => {
     const button = form.querySelector("button[name=action][value=save]");
@@ -62,6 +109,7 @@ function start(textarea) {
       basicSetup,
       keymap.of([indentWithTab, { key: "Mod-s", run: save, preventDefault: true }]),
       yaml(),
+      ...(vocabulary ? [yamlLanguage.data.of({ autocomplete: completionSource(vocabulary) })] : []),
       lintGutter(),
       EditorView.lineWrapping,
       EditorView.contentAttributes.of({ "aria-label": "Workflow definition (YAML)" }),
@@ -91,17 +139,21 @@ function start(textarea) {
     const text = view.state.doc.toString();
     const mine = ++sent;
     const body = new URLSearchParams({ text });
+    if (inFlight) inFlight.abort(); // its answer would be thrown away: the text has changed
+    inFlight = new AbortController();
     let answer;
     try {
       const response = await fetch(validateUrl, {
         method: "POST",
         body,
+        signal: inFlight.signal,
         headers: { "X-CSRFToken": form.querySelector("input[name=csrfmiddlewaretoken]").value, "HX-Request": "true" },
         credentials: "same-origin",
       });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       answer = await response.text();
     } catch (error) {
+      if (error.name === "AbortError") return;
       if (mine === sent && status) status.textContent = `Could not check the definition (${error.message}); saving still checks it.`;
       return;
     }

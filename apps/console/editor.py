@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import yaml
+from django.conf import settings
 
 from apps.engine.sourcemap import Location, SourceSyntaxError, source_map
+from apps.engine.spec import NODE_TYPES, Budget, Escalation, LlmRouting, NodeCache, RetryPolicy, RouteRule, TriggerRule, WorkflowSpec
+from apps.engine.tools import TOOLS
+from apps.providers.pricing import PRICES
+from apps.providers.registry import model_served
 from apps.workflows.services import LocatedProblem, Validation
 
 from .graph import Box, Layout, layered_layout
@@ -219,3 +224,25 @@ def _problems_by_node(problems: list[LocatedProblem]) -> dict[int, list[str]]:
         if match:
             found.setdefault(int(match.group(1)), []).append(problem.message)
     return found
+
+
+def completion_vocabulary() -> dict[str, Any]:
+    """What the editor offers to complete (``editor.js``): every field name of the definition, the
+    values of the fields that take a name from a fixed set, and the models a provider serves."""
+    nested = (RetryPolicy, NodeCache, Budget, LlmRouting, RouteRule, Escalation)
+    keys = {name for model in (WorkflowSpec, *NODE_TYPES.values(), *nested) for name in model.model_fields}
+    served = [model for model in PRICES if model_served(model)]
+    endpoints = getattr(settings, "DAGWRIGHT_PROVIDERS", {})
+    listed = [m for entry in endpoints.values() if isinstance(entry, dict) for m in entry.get("models", ()) if isinstance(m, str) and not m.endswith("*")]
+    return {
+        "keys": sorted(keys),
+        "values": {
+            "type": list(NODE_TYPES),
+            "tool": sorted(TOOLS),
+            "trigger_rule": list(get_args(TriggerRule)),
+            "action": ["reassign", "reject", "approve"],
+            "model": sorted(set(served) | set(listed)),
+        },
+        # fields whose values name nodes of the definition (completed from the text itself)
+        "node_fields": ["depends_on", "routes", "default", "subject", "on_reject", "route", "low_confidence_route"],
+    }

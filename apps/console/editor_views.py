@@ -45,7 +45,7 @@ from apps.workflows.services import (
     workflow_save,
 )
 
-from .editor import SNIPPETS, STARTING_TEMPLATE, draft_preview
+from .editor import SNIPPETS, STARTING_TEMPLATE, completion_vocabulary, draft_preview
 from .forms import RawInputForm, RunInputForm, input_skeleton
 from .templatetags.console import as_yaml
 from .views import VIEWER, HtmxHttpRequest, _json_text, _workflow_or_404, role_required
@@ -178,6 +178,7 @@ def _page(workflow: Workflow | None, text: str, *, expected: int, validation: Va
         "published": workflow.published_version if workflow and workflow.published_version_id else None,
         "validate_url": validate_url,
         "snippets": [(kind, node_id, body) for kind, (node_id, body) in SNIPPETS.items()],
+        "vocabulary": completion_vocabulary(),
         **_feedback(text, validation),
         **extra,
     }

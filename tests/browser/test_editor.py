@@ -198,3 +198,25 @@ def test_hostile_definition_text_stays_inert_in_the_editor_the_preview_and_the_d
         assert dialogs == []
     finally:
         context.close()
+
+
+def test_the_editor_completes_field_names_node_types_and_node_ids(browser, live_server, admin):
+    context, page = sign_in(browser, live_server, admin)
+    try:
+        page.goto(f"{live_server.url}/workflows/new/")
+        expect(page.locator("#definition-editor .cm-content")).to_be_visible()
+        page.evaluate("(() => { const v = dagwrightEditor.view; v.dispatch({selection: {anchor: v.state.doc.length}}); v.focus(); })()")
+        page.keyboard.insert_text("  - id: extra\n    ")
+        # chosen with a click: Enter right after the list opens is left to the editor (a new line)
+        page.keyboard.type("trig")
+        page.locator(".cm-tooltip-autocomplete li", has_text="trigger_rule").click()
+        # a field that takes names offers them at once
+        page.locator(".cm-tooltip-autocomplete li", has_text="all_done").click()
+        page.keyboard.insert_text("\n    depends_on: [")
+        page.keyboard.type("summ")
+        page.locator(".cm-tooltip-autocomplete li", has_text="summarize").click()
+        text = page.evaluate("dagwrightEditor.view.state.doc.toString()")
+        assert text.endswith("  - id: extra\n    trigger_rule: all_done\n    depends_on: [summarize")
+        expect(page.locator("#unsaved-mark")).to_be_visible()
+    finally:
+        context.close()

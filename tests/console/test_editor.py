@@ -358,3 +358,15 @@ def test_a_test_run_calls_the_real_providers_only_when_asked(admin_client):
     run = Run.objects.get()
     assert run.is_test
     assert "simulate_all_models" not in run.options
+
+
+def test_the_page_carries_what_the_editor_completes(admin_client):
+    import json
+
+    page = parse_html(admin_client.get("/workflows/new/").content)
+    vocabulary = json.loads(page.one("script", id="editor-vocabulary").text)
+    assert {"depends_on", "prompt", "trigger_rule", "ttl_seconds", "low_confidence_route"} <= set(vocabulary["keys"])
+    assert vocabulary["values"]["type"] == ["llm", "tool", "router", "review"]
+    assert "text_stats" in vocabulary["values"]["tool"]
+    assert "sim-fast" in vocabulary["values"]["model"]
+    assert "depends_on" in vocabulary["node_fields"]
