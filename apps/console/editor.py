@@ -16,6 +16,8 @@ from typing import Any, get_args
 
 import yaml
 from django.conf import settings
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from apps.engine.sourcemap import Location, SourceSyntaxError, source_map
 from apps.engine.spec import NODE_TYPES, Budget, Escalation, LlmRouting, NodeCache, RetryPolicy, RouteRule, TriggerRule, WorkflowSpec
@@ -25,6 +27,7 @@ from apps.providers.registry import model_served
 from apps.workflows.services import LocatedProblem, Validation
 
 from .graph import Box, Layout, layered_layout
+from .templatetags.console import as_yaml
 
 STARTING_TEMPLATE = """\
 # A new workflow: a node runs when its depends_on have succeeded.
@@ -246,3 +249,35 @@ def completion_vocabulary() -> dict[str, Any]:
         # fields whose values name nodes of the definition (completed from the text itself)
         "node_fields": ["depends_on", "routes", "default", "subject", "on_reject", "route", "low_confidence_route"],
     }
+
+
+def editable_text(data: dict[str, Any]) -> str:
+    """A saved definition as the editor shows it: YAML without the fields left at their defaults,
+    each node's ``id`` and ``type`` first. Versions keep the full dump (every default filled in,
+    which their content hash is of); read back, this text loads to the same definition, so saving
+    it unchanged reuses the version."""
+    top = _without_defaults(data, WorkflowSpec, keep={"schema_version", "name", "nodes"})
+    nodes = []
+    for node in data.get("nodes") or []:
+        kind = NODE_TYPES.get(node.get("type")) if isinstance(node, dict) else None
+        if kind is None:
+            nodes.append(node)
+            continue
+        short = _without_defaults(node, kind, keep={"id", "type"})
+        nodes.append({"id": short.pop("id"), "type": short.pop("type"), **short})
+    return as_yaml({**top, "nodes": nodes})
+
+
+def _without_defaults(data: dict[str, Any], model: type[BaseModel], *, keep: set[str]) -> dict[str, Any]:
+    fields = model.model_fields
+    kept = {}
+    for key, value in data.items():
+        field = fields.get(key)
+        if key in keep or field is None or field.is_required() or value != _json_default(field):
+            kept[key] = value
+    return kept
+
+
+def _json_default(field: FieldInfo) -> Any:
+    default = field.get_default(call_default_factory=True)
+    return default.model_dump(mode="json") if isinstance(default, BaseModel) else default

@@ -45,9 +45,8 @@ from apps.workflows.services import (
     workflow_save,
 )
 
-from .editor import SNIPPETS, STARTING_TEMPLATE, completion_vocabulary, draft_preview
+from .editor import SNIPPETS, STARTING_TEMPLATE, completion_vocabulary, draft_preview, editable_text
 from .forms import RawInputForm, RunInputForm, input_skeleton
-from .templatetags.console import as_yaml
 from .views import VIEWER, HtmxHttpRequest, _json_text, _workflow_or_404, role_required
 
 admin_required = role_required(VIEWER, (can_edit_workflows, "editing workflows needs the admin role"))
@@ -112,7 +111,7 @@ def _opening_text(request: HtmxHttpRequest, workflow: Workflow | None) -> tuple[
         version = workflow.versions.get(number=int(number)) if number.isdigit() else workflow_selectors.version_latest(workflow=workflow)
     except WorkflowVersion.DoesNotExist:
         raise Http404(f"workflow {workflow.name!r} has no version {number}") from None
-    return (as_yaml(version.definition), version) if version else (STARTING_TEMPLATE.replace("my-workflow", workflow.name), None)
+    return (editable_text(version.definition), version) if version else (STARTING_TEMPLATE.replace("my-workflow", workflow.name), None)
 
 
 def _notice(request: HtmxHttpRequest) -> str:
@@ -218,7 +217,7 @@ def workflow_publish_confirm(request: HtmxHttpRequest, name: str) -> HttpRespons
         raise Http404(f"workflow {name!r} has no version {number}") from None
     except PublishConflict as exc:
         draft = workflow.versions.get(number=int(number))
-        return _conflict(request, workflow, as_yaml(draft.definition), exc, draft=draft)
+        return _conflict(request, workflow, editable_text(draft.definition), exc, draft=draft)
     return redirect(f"{reverse('console:edit', args=[workflow.name])}?published={version.number}")
 
 

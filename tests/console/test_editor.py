@@ -5,6 +5,9 @@ definition text staying text."""
 
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 
 from apps.console.editor import SNIPPETS, STARTING_TEMPLATE
@@ -370,3 +373,18 @@ def test_the_page_carries_what_the_editor_completes(admin_client):
     assert "text_stats" in vocabulary["values"]["tool"]
     assert "sim-fast" in vocabulary["values"]["model"]
     assert "depends_on" in vocabulary["node_fields"]
+
+
+def test_a_saved_version_reopens_without_its_defaults_and_saves_back_to_itself(admin_client):
+    from apps.engine import definition as engine_definition
+
+    version, _ = workflow_save(spec=definition_parse_text(text=STARTING_TEMPLATE.replace("my-workflow", "compact")))
+    body = admin_client.get("/workflows/compact/edit/").content.decode()
+    text = html.unescape(re.search(r'<textarea [^>]*name="text"[^>]*>\n?(.*?)</textarea>', body, re.DOTALL).group(1))
+    assert "null" not in text
+    assert "trigger_rule" not in text  # left at its default
+    assert "- id: summarize type: llm model: sim-fast" in " ".join(text.split())  # id and type first
+    assert engine_definition.dump(engine_definition.load(definition_parse_text(text=text)).spec) == version.definition
+    response = post(admin_client, "/workflows/compact/edit/", text, "save", expected_published="0")
+    assert response["Location"] == "/workflows/compact/edit/?saved=1"  # the same version, not a new one
+    assert Workflow.objects.get(name="compact").versions.count() == 1
