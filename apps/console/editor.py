@@ -27,7 +27,7 @@ from apps.providers.registry import model_served
 from apps.workflows.services import LocatedProblem, Validation
 
 from .graph import Box, Layout, layered_layout
-from .templatetags.console import as_yaml
+from .templatetags.console import _DefinitionDumper
 
 STARTING_TEMPLATE = """\
 # A new workflow: a node runs when its depends_on have succeeded.
@@ -265,7 +265,7 @@ def editable_text(data: dict[str, Any]) -> str:
             continue
         short = _without_defaults(node, kind, keep={"id", "type"})
         nodes.append({"id": short.pop("id"), "type": short.pop("type"), **short})
-    return as_yaml({**top, "nodes": nodes})
+    return yaml.dump({**top, "nodes": nodes}, Dumper=_EditorDumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 def _without_defaults(data: dict[str, Any], model: type[BaseModel], *, keep: set[str]) -> dict[str, Any]:
@@ -281,3 +281,24 @@ def _without_defaults(data: dict[str, Any], model: type[BaseModel], *, keep: set
 def _json_default(field: FieldInfo) -> Any:
     default = field.get_default(call_default_factory=True)
     return default.model_dump(mode="json") if isinstance(default, BaseModel) else default
+
+
+class _EditorDumper(_DefinitionDumper):
+    """As the definition pages write YAML, laid out as the starting template and the snippets are
+    (which the editor appends to the nodes list): sequences indented under their key, short lists
+    of names in flow style (``depends_on: [a, b]``)."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+FLOW_LIST_CHARS = 80
+
+
+def _represent_list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.SequenceNode:
+    names = all(isinstance(item, str | int | float | bool) and not (isinstance(item, str) and "\n" in item) for item in value)
+    flow = names and sum(len(str(item)) + 2 for item in value) <= FLOW_LIST_CHARS
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
+
+
+_EditorDumper.add_representer(list, _represent_list)

@@ -388,3 +388,5 @@ def test_a_saved_version_reopens_without_its_defaults_and_saves_back_to_itself(a
     response = post(admin_client, "/workflows/compact/edit/", text, "save", expected_published="0")
     assert response["Location"] == "/workflows/compact/edit/?saved=1"  # the same version, not a new one
     assert Workflow.objects.get(name="compact").versions.count() == 1
+    assert "depends_on: [summarize]" in text  # laid out as the template is,
+    assert len(definition_parse_text(text=text + SNIPPETS["tool"][1])["nodes"]) == 3  # so a snippet appends to its nodes
