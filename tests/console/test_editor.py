@@ -390,3 +390,11 @@ def test_a_saved_version_reopens_without_its_defaults_and_saves_back_to_itself(a
     assert Workflow.objects.get(name="compact").versions.count() == 1
     assert "depends_on: [summarize]" in text  # laid out as the template is,
     assert len(definition_parse_text(text=text + SNIPPETS["tool"][1])["nodes"]) == 3  # so a snippet appends to its nodes
+
+
+def test_publishing_the_published_text_again_offers_nothing_to_confirm(admin_client):
+    save_workflow(definition_parse_text(text=TEXT))
+    page = parse_html(post(admin_client, "/workflows/drafty/edit/", TEXT, "publish", expected_published="1").content)
+    assert "published version already" in page.one(id="publish-summary").text
+    assert not page.all("form", cls="publish-form")
+    assert page.one(id="diff-identical")
