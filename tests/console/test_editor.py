@@ -398,3 +398,15 @@ def test_publishing_the_published_text_again_offers_nothing_to_confirm(admin_cli
     assert "published version already" in page.one(id="publish-summary").text
     assert not page.all("form", cls="publish-form")
     assert page.one(id="diff-identical")
+
+
+def test_the_committed_bundle_is_built_from_the_editor_source():
+    """CI runs no npm: static/editor/editor.js is committed. Each element the source looks up by id
+    is named in the bundle too (bin/build-editor writes it again after a change to frontend/)."""
+    from django.conf import settings
+
+    source = (settings.BASE_DIR / "frontend" / "editor.js").read_text()
+    bundle = (settings.BASE_DIR / "static" / "editor" / "editor.js").read_text()
+    ids = re.findall(r'getElementById\("([\w-]+)"\)', source)
+    assert {"editor-feedback", "editor-vocabulary", "validation-status"} <= set(ids)
+    assert [i for i in ids if f'"{i}"' not in bundle] == []
