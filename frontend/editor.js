@@ -151,6 +151,8 @@ function start(textarea) {
         credentials: "same-origin",
       });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      // signed out meanwhile: the answer is the login page (the text stays here until you leave)
+      if (response.redirected) throw new Error("signed out: sign in again in another tab, then save");
       answer = await response.text();
     } catch (error) {
       if (error.name === "AbortError") return;
