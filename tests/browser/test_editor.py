@@ -220,3 +220,37 @@ def test_the_editor_completes_field_names_node_types_and_node_ids(browser, live_
         expect(page.locator("#unsaved-mark")).to_be_visible()
     finally:
         context.close()
+
+
+def test_publishing_over_a_colleagues_publish_shows_who_and_the_change_first(browser, live_server, admin, django_user_model):
+    from apps.workflows.services import definition_parse_text, workflow_save
+
+    text = STARTING_TEMPLATE.replace("my-workflow", "shared-flow")
+    save_workflow(definition_parse_text(text=text))
+    context, page = sign_in(browser, live_server, admin)
+    try:
+        page.goto(f"{live_server.url}/workflows/shared-flow/edit/")
+        expect(page.locator("#definition-editor .cm-content")).to_be_visible()
+        go_to_text(page, "Suggest a title")
+        page.keyboard.type("Kindly ")
+        expect(page.locator("#validation-status")).to_have_text("No problems: ready to save.")
+        page.get_by_role("button", name="Publish…").click()
+        expect(page.locator("#confirm-publish")).to_have_text("Publish v2")
+
+        # meanwhile a colleague publishes their own change
+        grace = django_user_model.objects.create_superuser("grace", "grace@example.com", "pw")
+        workflow_save(spec=definition_parse_text(text=text.replace("three sentences", "two sentences")), user=grace, publish=True)
+
+        page.locator("#confirm-publish").click()
+        conflict = page.locator("#editor-conflict")
+        expect(conflict).to_contain_text("Version 3 of shared-flow was published by grace")
+        expect(page.locator(".conflict-diff #change-title ins")).to_have_text("Kindly ")
+        expect(page.locator(".conflict-diff #change-summarize del")).to_have_text("two")
+        expect(page.locator("#definition-editor .cm-content")).to_contain_text("Kindly Suggest a title")
+        assert Workflow.objects.get(name="shared-flow").published_version.number == 3
+
+        conflict.get_by_role("button", name="Publish v2 over v3").click()
+        page.wait_for_url(re.compile(r"/workflows/shared-flow/edit/\?published=2$"))
+        assert Workflow.objects.get(name="shared-flow").published_version.number == 2
+    finally:
+        context.close()
