@@ -265,14 +265,17 @@ def editable_text(data: dict[str, Any]) -> str:
             continue
         short = _without_defaults(node, kind, keep={"id", "type"})
         nodes.append({"id": short.pop("id"), "type": short.pop("type"), **short})
+    top.pop("nodes", None)  # last: the snippets append to it
     return yaml.dump({**top, "nodes": nodes}, Dumper=_EditorDumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 def _without_defaults(data: dict[str, Any], model: type[BaseModel], *, keep: set[str]) -> dict[str, Any]:
+    """``data`` in the model's field order (PostgreSQL's jsonb keeps its keys in an order of its
+    own), without the fields that hold their default."""
     fields = model.model_fields
     kept = {}
-    for key, value in data.items():
-        field = fields.get(key)
+    for key in [*(name for name in fields if name in data), *(name for name in data if name not in fields)]:
+        value, field = data[key], fields.get(key)
         if key in keep or field is None or field.is_required() or value != _json_default(field):
             kept[key] = value
     return kept
