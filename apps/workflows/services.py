@@ -29,6 +29,7 @@ from apps.engine.spec import WorkflowSpec
 from apps.providers.registry import model_served
 
 from .models import Workflow, WorkflowVersion
+from .selectors import version_publications
 
 NOTHING_PUBLISHED = 0  # as ``expected_published``: "I saw no published version"
 
@@ -229,6 +230,9 @@ def _publish(workflow: Workflow, version: WorkflowVersion, user: Any) -> None:
     now = timezone.now()
     Workflow.objects.filter(pk=workflow.pk).update(published_version=version, published_at=now, published_by=user)
     workflow.published_version, workflow.published_at, workflow.published_by = version, now, user
-    event = "rolled_back" if before is not None and version.number < before else "published"
+    # A rollback returns to a version that was published before; a draft saved before a colleague's
+    # publish and published over it afterwards is a publish, whatever its number.
+    returning = before is not None and version.number < before and version.number in version_publications(workflow=workflow)
+    event = "rolled_back" if returning else "published"
     after = {"version": version.number, "content_hash": version.content_hash}
     audit_append(event=event, workflow=workflow.name, actor=user, before={"version": before} if before else None, after=after)

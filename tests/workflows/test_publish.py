@@ -20,6 +20,7 @@ from apps.runs.services import run_start
 from apps.workflows.models import Workflow, WorkflowNotPublished, WorkflowVersion
 from apps.workflows.selectors import version_get, version_latest, workflow_get
 from apps.workflows.services import NOTHING_PUBLISHED, PublishConflict, workflow_publish, workflow_save
+from tests.conftest import require_database
 from tests.factories import definition, llm_node
 
 pytestmark = pytest.mark.django_db
@@ -146,6 +147,17 @@ def test_save_publish_and_rollback_are_chained_in_the_audit_trail(admin):
     assert (report.ok, report.entries) == (True, 5)
 
 
+def test_a_draft_published_over_a_newer_version_is_a_publish_not_a_rollback(admin):
+    workflow_save(spec=v(1), user=admin, publish=True)
+    workflow_save(spec=v(2), user=admin)  # an admin's draft, saved before ...
+    workflow_save(spec=v(3), user=admin, publish=True)  # ... a colleague published version 3
+    workflow_publish(workflow=workflow_get(name="tiny"), version_number=2, user=admin)  # never published before
+    workflow_publish(workflow=workflow_get(name="tiny"), version_number=1, user=admin)  # published before: back to it
+
+    moves = [(event, before, after["version"]) for event, _, before, after in workflow_events() if event != "saved"]
+    assert moves == [("published", None, 1), ("published", {"version": 1}, 3), ("published", {"version": 3}, 2), ("rolled_back", {"version": 2}, 1)]
+
+
 def test_a_workflow_name_is_hashed_so_changing_it_breaks_the_chain(admin):
     workflow_save(spec=v(1), user=admin, publish=True)
     entry = AuditEntry.objects.get(event="published")
@@ -163,8 +175,7 @@ def test_a_refused_publish_records_nothing(admin):
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_publishes_with_the_same_expected_version_exactly_one_wins(admin):
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite serialises every writer: the row lock is PostgreSQL's to prove")
+    require_database("postgresql", "SQLite serialises every writer: the row lock is PostgreSQL's to prove")
     workflow_save(spec=v(1), user=admin, publish=True)
     for n in range(2, 7):
         workflow_save(spec=v(n), user=admin)
