@@ -274,8 +274,12 @@ class CostOut(Schema):
 
 
 @router.get("/costs", response={200: list[CostOut], **problem_responses(422)}, summary="Tokens and cost per day or per workflow")
-def cost_list(request: HttpRequest, group: Literal["day", "workflow"] = "day", since: date | None = None, until: date | None = None) -> Any:
+def cost_list(
+    request: HttpRequest, group: Literal["day", "workflow"] = "day", since: date | None = None, until: date | None = None, test_runs: bool = False
+) -> Any:
     """What model calls made from ``since`` to ``until`` (inclusive dates) cost, per day (oldest
-    first) or per workflow (costliest first). Answers reused from a cache cost nothing."""
-    rows = cost_by_day(since=since, until=until) if group == "day" else cost_by_workflow(since=since, until=until)
+    first) or per workflow (costliest first). Answers reused from a cache cost nothing. Test runs
+    (simulated drafts) are left out unless ``test_runs=true``."""
+    totals = cost_by_day if group == "day" else cost_by_workflow
+    rows = totals(since=since, until=until, test_runs=test_runs)
     return [{**row, "key": str(row[group]), "cost": money(row["cost"] or 0)} for row in rows]

@@ -262,8 +262,10 @@ def run_cost_totals(*, run: Run) -> dict[str, Any]:
     return {"tokens_in": run.tokens_in, "tokens_out": run.tokens_out, "cost": run.cost}
 
 
-def _provider_calls(since: date | None, until: date | None) -> QuerySet[ProviderCall]:
-    calls = ProviderCall.objects.order_by()
+def _provider_calls(since: date | None, until: date | None, test_runs: bool) -> QuerySet[ProviderCall]:
+    # A test run's calls are simulated (unless an admin asked for real providers): priced at the
+    # named model's rate as an estimate, they are not spending and stay out unless asked for.
+    calls = ProviderCall.objects.order_by() if test_runs else ProviderCall.objects.order_by().filter(run__is_test=False)
     if since is not None:
         calls = calls.filter(created_at__date__gte=since)
     if until is not None:
@@ -274,14 +276,14 @@ def _provider_calls(since: date | None, until: date | None) -> QuerySet[Provider
 _TOTALS = {"calls": Count("pk"), "tokens_in": Sum("tokens_in"), "tokens_out": Sum("tokens_out"), "cost": Sum("cost")}
 
 
-def cost_by_day(*, since: date | None = None, until: date | None = None) -> list[dict[str, Any]]:
+def cost_by_day(*, since: date | None = None, until: date | None = None, test_runs: bool = False) -> list[dict[str, Any]]:
     """Calls, tokens and cost per day (in the site's time zone), oldest first, in one query.
-    ``since`` and ``until`` are inclusive."""
-    rows = _provider_calls(since, until).annotate(day=TruncDate("created_at")).values("day").annotate(**_TOTALS)
+    ``since`` and ``until`` are inclusive; test runs' calls only with ``test_runs``."""
+    rows = _provider_calls(since, until, test_runs).annotate(day=TruncDate("created_at")).values("day").annotate(**_TOTALS)
     return list(rows.order_by("day"))
 
 
-def cost_by_workflow(*, since: date | None = None, until: date | None = None) -> list[dict[str, Any]]:
-    """Calls, tokens and cost per workflow, costliest first, in one query."""
-    rows = _provider_calls(since, until).values(workflow=F("run__workflow__name")).annotate(**_TOTALS)
+def cost_by_workflow(*, since: date | None = None, until: date | None = None, test_runs: bool = False) -> list[dict[str, Any]]:
+    """Calls, tokens and cost per workflow, costliest first, in one query; test runs' calls only with ``test_runs``."""
+    rows = _provider_calls(since, until, test_runs).values(workflow=F("run__workflow__name")).annotate(**_TOTALS)
     return list(rows.order_by("-cost", "workflow"))

@@ -7,6 +7,7 @@ from datetime import date
 import pytest
 
 from apps.runs import services
+from apps.runs.models import Run
 from tests.api.conftest import problem, signed_in
 from tests.factories import definition, llm_node, save_workflow
 from tests.runs.test_cost_rollups import paid
@@ -38,6 +39,15 @@ def test_costs_per_workflow_within_dates(operator, spending):
 
     assert response.status_code == 200
     assert response.json() == [{"key": "other", "calls": 1, "tokens_in": 7, "tokens_out": 3, "cost": "0.00000003"}]
+
+
+def test_test_runs_are_left_out_unless_asked_for(operator, spending):
+    Run.objects.filter(workflow__name="other").update(is_test=True)  # a draft's simulated test run
+
+    client = signed_in(operator)
+    assert [row["key"] for row in client.get(COSTS, {"group": "workflow"}).json()] == ["tiny"]
+    assert [row["key"] for row in client.get(COSTS, {"group": "workflow", "test_runs": "true"}).json()] == ["tiny", "other"]
+    assert [row["key"] for row in client.get(COSTS, {"group": "day"}).json()] == ["2026-03-01"]
 
 
 def test_no_calls_no_rows(operator, db):
