@@ -104,7 +104,7 @@ def test_an_admin_writes_checks_test_runs_and_publishes_a_workflow(browser, live
         page.goto(f"{live_server.url}/workflows/browser-flow/edit/")
         expect(page.locator("#definition-editor .cm-content")).to_be_visible()
         page.get_by_role("button", name="Publish…").click()
-        expect(page.locator("#added-translate")).to_be_visible()
+        expect(page.locator(".diff-node-added[data-node=translate]")).to_be_visible()
         page.locator("#confirm-publish").click()
         page.wait_for_url(re.compile(r"/workflows/browser-flow/edit/\?published=1$"))
         expect(page.locator("#editor-notice")).to_contain_text("Published v1")
@@ -116,7 +116,7 @@ def test_an_admin_writes_checks_test_runs_and_publishes_a_workflow(browser, live
         page.keyboard.press("Control+s")
         page.wait_for_url(re.compile(r"/workflows/browser-flow/edit/\?saved=2$"))
         page.get_by_role("button", name="Publish…").click()
-        expect(page.locator("#change-title ins")).to_have_text("Kindly ")
+        expect(page.locator(".diff-node-changed[data-node=title] ins")).to_have_text("Kindly ")
         expect(page.locator("#unified-diff")).to_contain_text("Kindly Suggest a title")
         page.locator("#confirm-publish").click()
         page.wait_for_url(re.compile(r"/workflows/browser-flow/edit/\?published=2$"))
@@ -190,8 +190,8 @@ def test_hostile_definition_text_stays_inert_in_the_editor_the_preview_and_the_d
         page.keyboard.type("Careful. ")
         expect(page.locator("#validation-status")).to_have_text("No problems: ready to save.")
         page.get_by_role("button", name="Publish…").click()
-        expect(page.locator("#change-draft ins")).to_have_text("Careful. ")
-        expect(page.locator("#change-draft .word-diff")).to_contain_text("<svg onload=")
+        expect(page.locator(".diff-node-changed[data-node=draft] ins")).to_have_text("Careful. ")
+        expect(page.locator(".diff-node-changed[data-node=draft] .word-diff")).to_contain_text("<svg onload=")
         expect(page.locator("#unified-diff")).to_contain_text("<img src=x")
         assert page.evaluate("window.__pwned") is None
         assert page.locator("main img, main div[hx-get], main circle").count() == 0
@@ -244,8 +244,8 @@ def test_publishing_over_a_colleagues_publish_shows_who_and_the_change_first(bro
         page.locator("#confirm-publish").click()
         conflict = page.locator("#editor-conflict")
         expect(conflict).to_contain_text("Version 3 of shared-flow was published by grace")
-        expect(page.locator(".conflict-diff #change-title ins")).to_have_text("Kindly ")
-        expect(page.locator(".conflict-diff #change-summarize del")).to_have_text("two")
+        expect(page.locator(".conflict-diff .diff-node-changed[data-node=title] ins")).to_have_text("Kindly ")
+        expect(page.locator(".conflict-diff .diff-node-changed[data-node=summarize] del")).to_have_text("two")
         expect(page.locator("#definition-editor .cm-content")).to_contain_text("Kindly Suggest a title")
         assert Workflow.objects.get(name="shared-flow").published_version.number == 3
 

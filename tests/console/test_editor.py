@@ -203,7 +203,7 @@ def test_publish_shows_the_diff_first_then_publishes(admin, admin_client):
     page = parse_html(response.content)
     workflow = Workflow.objects.get(name="drafty")
     assert workflow.published_version.number == 1  # nothing is published before the confirmation
-    change = page.one(id="change-write")
+    change = page.one(cls="diff-node-changed", data_node="write")
     assert [i.text for i in change.all("ins")] == ["a haiku"]
     assert "+ prompt: Write a haiku from" in page.one(id="unified-diff").text
     form = page.one("form", cls="publish-form")
@@ -221,8 +221,8 @@ def test_publish_shows_the_diff_first_then_publishes(admin, admin_client):
 def test_a_first_publish_shows_every_node_as_added(admin_client):
     response = post(admin_client, "/workflows/new/", TEXT, "publish")
     page = parse_html(response.content)
-    assert page.one(id="added-outline")
-    assert page.one(id="added-write")
+    assert page.one(cls="diff-node-added", data_node="outline")
+    assert page.one(cls="diff-node-added", data_node="write")
     fields = {i.attrs["name"]: i.attrs.get("value") for i in page.one("form", cls="publish-form").all("input")}
     assert fields["expected_published"] == "0"
     assert admin_client.post("/workflows/drafty/publish/", fields).status_code == 302
@@ -246,8 +246,8 @@ def test_publishing_after_someone_else_published_answers_409_with_who_and_the_di
     assert "grace" in alert.text
     assert Workflow.objects.get(name="drafty").published_version.number == 3  # not overwritten
     diff = page.one(cls="conflict-diff")  # from their v3 to my draft v2: both changes in view
-    assert [i.text for i in diff.one(id="change-outline").all("ins")] == ["Sketch"]
-    assert [d.text for d in diff.one(id="change-write").all("del")] == ["Draft"]
+    assert [i.text for i in diff.one(cls="diff-node-changed", data_node="outline").all("ins")] == ["Sketch"]
+    assert [d.text for d in diff.one(cls="diff-node-changed", data_node="write").all("del")] == ["Draft"]
     again = {i.attrs["name"]: i.attrs.get("value") for i in alert.one("form").all("input")}
     assert again == {"csrfmiddlewaretoken": again["csrfmiddlewaretoken"], "version": "2", "expected_published": "3"}
     assert admin_client.post("/workflows/drafty/publish/", again).status_code == 302
@@ -337,7 +337,7 @@ def test_hostile_text_stays_inert_in_the_editor_the_preview_and_the_diff(admin_c
     assert "<script>alert" not in body
     assert "<img src=x" not in body
     page = parse_html(body)
-    assert HOSTILE in page.one(id="change-write").one("ins").text
+    assert HOSTILE in page.one(cls="diff-node-changed", data_node="write").one("ins").text
     assert page.all("script") == [s for s in page.all("script") if s.attrs.get("src")]
 
 
