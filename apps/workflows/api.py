@@ -140,6 +140,8 @@ BODY_PROBLEMS = problem_responses(400, 409, 413, 422)
     response={200: WorkflowSaveOut, 201: WorkflowSaveOut, **BODY_PROBLEMS},
     auth=requires(can_edit_workflows),
     summary="Save a workflow definition",
+    # the same definition as YAML, read by apps.api.parser: one shape, two spellings
+    openapi_extra={"requestBody": {"content": {t: {"schema": {"$ref": "#/components/schemas/WorkflowSpec"}} for t in ("application/yaml", "text/yaml")}}},
 )
 def workflow_create(request: HttpRequest, spec: WorkflowSpec, response: HttpResponse, publish: bool = True, expected_published: int | None = None) -> Status:
     """Save a definition (JSON, or YAML with ``Content-Type: application/yaml``): a new workflow

@@ -40,6 +40,13 @@ def test_a_yaml_body_saves_like_json(admin):
     assert save(client, v(1)).json()["created"] is False  # the same definition, as JSON
 
 
+def test_the_schema_states_that_a_definition_may_be_sent_as_yaml(client):
+    body = client.get("/api/openapi.json").json()["paths"][WORKFLOWS]["post"]["requestBody"]["content"]
+    assert {media: spec["schema"] for media, spec in body.items()} == dict.fromkeys(
+        ("application/json", "application/yaml", "text/yaml"), {"$ref": "#/components/schemas/WorkflowSpec"}
+    )
+
+
 def test_a_yaml_syntax_error_is_a_problem_with_its_line(admin):
     response = signed_in(admin).post(WORKFLOWS, "name: tiny\nnodes: [\n", content_type="application/yaml")
 
