@@ -13,7 +13,10 @@ from .audit import audit_verify
 from .models import AuditEntry
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdminMixin:
+    """For records only services write (the audit trail, reviews and their decisions): the admin
+    shows them and changes nothing, deletion included. Mixed into a ModelAdmin or an inline."""
+
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
@@ -25,7 +28,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyAdmin):
+class AuditEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # review_id, not review: an entry outlives its review (a deleted run takes its reviews along).
     list_display = ("seq", "at", "event", "actor", "workflow_name", "review_id", "run_id", "decision", "client_address", "short_hash")
     list_filter = ("event", "decision", "workflow_name")

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
+
+from apps.audit.admin import ReadOnlyAdminMixin
 
 from .models import ReviewDecision, ReviewTask
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Written by the review services only; the admin shows it."""
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-class ReviewDecisionInline(admin.TabularInline):
+class ReviewDecisionInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = ReviewDecision
     fields = ("ordinal", "decision", "reviewer", "by_escalation", "comment", "client_address", "created_at")
     readonly_fields = fields
@@ -29,15 +17,9 @@ class ReviewDecisionInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
 
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
 
 @admin.register(ReviewTask)
-class ReviewTaskAdmin(ReadOnlyAdmin):
+class ReviewTaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "run", "node_id", "status", "approvals", "approvals_required", "due_at", "escalated_at", "decided_by", "decided_at", "created_at")
     list_filter = ("status", ("escalated_at", admin.EmptyFieldListFilter), "node_id")
     search_fields = ("run__id", "node_id", "subject_hash")
@@ -46,7 +28,7 @@ class ReviewTaskAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ReviewDecision)
-class ReviewDecisionAdmin(ReadOnlyAdmin):
+class ReviewDecisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("task", "ordinal", "decision", "reviewer", "by_escalation", "client_address", "created_at")
     list_filter = ("decision", "by_escalation", "task__status")
     search_fields = ("task__run__id", "reviewer__username", "comment")
