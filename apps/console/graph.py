@@ -272,6 +272,19 @@ class GraphArrow:
     arrow: Arrow
     state: str  # the target's status: an arrow into a skipped node is drawn faded
 
+    # drawn by console/_graph_arrows.html like a layout's own Arrow
+    @property
+    def path(self) -> str:
+        return self.arrow.path
+
+    @property
+    def source(self) -> str:
+        return self.arrow.source
+
+    @property
+    def target(self) -> str:
+        return self.arrow.target
+
 
 @dataclass(frozen=True)
 class RunGraph:
