@@ -37,12 +37,15 @@ def go_to(page, line: int, column: int) -> None:
     page.evaluate(f"dagwrightEditor.goTo({line}, {column})")
 
 
-def go_to_text(page, text: str) -> None:
-    """The cursor just before ``text`` in the editor (as a click there would put it)."""
+def type_before(page, text: str, typed: str) -> None:
+    """Types ``typed`` just before ``text`` in the editor (where a click there would put the cursor),
+    then waits for the live check to find no problem with it."""
     page.evaluate(
         "(text) => { const v = dagwrightEditor.view; const at = v.state.doc.toString().indexOf(text); v.dispatch({selection: {anchor: at}}); v.focus(); }",
         text,
     )
+    page.keyboard.type(typed)
+    expect(page.locator("#validation-status")).to_have_text("No problems: ready to save.")
 
 
 def test_an_admin_writes_checks_test_runs_and_publishes_a_workflow(browser, live_server, celery_worker, admin):
@@ -110,9 +113,7 @@ def test_an_admin_writes_checks_test_runs_and_publishes_a_workflow(browser, live
         expect(page.locator("#editor-notice")).to_contain_text("Published v1")
 
         # edit a prompt, save it with Ctrl+S, then publish it as v2 after the word diff
-        go_to_text(page, "Suggest a title")
-        page.keyboard.type("Kindly ")
-        expect(page.locator("#validation-status")).to_have_text("No problems: ready to save.")
+        type_before(page, "Suggest a title", "Kindly ")
         page.keyboard.press("Control+s")
         page.wait_for_url(re.compile(r"/workflows/browser-flow/edit/\?saved=2$"))
         page.get_by_role("button", name="Publish…").click()
@@ -125,9 +126,7 @@ def test_an_admin_writes_checks_test_runs_and_publishes_a_workflow(browser, live
         assert workflow.published_by == admin
 
         # unsaved changes: leaving the page asks first
-        go_to_text(page, "Kindly")
-        page.keyboard.type("Please, ")
-        expect(page.locator("#validation-status")).to_have_text("No problems: ready to save.")
+        type_before(page, "Kindly", "Please, ")
         with page.expect_event("dialog") as leaving:
             page.close(run_before_unload=True)
         assert leaving.value.type == "beforeunload"
@@ -186,9 +185,7 @@ def test_hostile_definition_text_stays_inert_in_the_editor_the_preview_and_the_d
         page.goto(f"{live_server.url}/workflows/hostile-text/edit/")
         expect(page.locator("#definition-editor .cm-content")).to_contain_text("<script>window.__pwned")
         expect(page.locator("#pnode-draft")).to_be_visible()
-        go_to_text(page, "Topic first.")
-        page.keyboard.type("Careful. ")
-        expect(page.locator("#validation-status")).to_have_text("No problems: ready to save.")
+        type_before(page, "Topic first.", "Careful. ")
         page.get_by_role("button", name="Publish…").click()
         expect(page.locator(".diff-node-changed[data-node=draft] ins")).to_have_text("Careful. ")
         expect(page.locator(".diff-node-changed[data-node=draft] .word-diff")).to_contain_text("<svg onload=")
@@ -231,9 +228,7 @@ def test_publishing_over_a_colleagues_publish_shows_who_and_the_change_first(bro
     try:
         page.goto(f"{live_server.url}/workflows/shared-flow/edit/")
         expect(page.locator("#definition-editor .cm-content")).to_be_visible()
-        go_to_text(page, "Suggest a title")
-        page.keyboard.type("Kindly ")
-        expect(page.locator("#validation-status")).to_have_text("No problems: ready to save.")
+        type_before(page, "Suggest a title", "Kindly ")
         page.get_by_role("button", name="Publish…").click()
         expect(page.locator("#confirm-publish")).to_have_text("Publish v2")
 
