@@ -52,7 +52,6 @@ from .views import VIEWER, HtmxHttpRequest, _json_text, _workflow_or_404, role_r
 admin_required = role_required(VIEWER, (can_edit_workflows, "editing workflows needs the admin role"))
 
 ACTIONS = ("check", "save", "test", "publish")
-RESERVED_NAME = "new"  # /workflows/new/ is this page, so a workflow of that name would have no page of its own
 
 
 @admin_required
@@ -140,8 +139,6 @@ def _validate(text: str, workflow: Workflow | None) -> Validation:
         return validation
     if workflow is not None and name != workflow.name:
         message = f"this editor saves workflow '{workflow.name}': a definition named '{name}' belongs in the new-workflow page"
-    elif workflow is None and name == RESERVED_NAME:
-        message = f"'{RESERVED_NAME}' is the address of this page (/workflows/new/): choose another name"
     elif workflow is None and Workflow.objects.filter(name=name).exists():
         message = f"a workflow named '{name}' exists already: choose another name, or open its editor"
     else:

@@ -69,12 +69,17 @@ def definition_parse_text(*, text: str) -> dict[str, Any]:
     return data
 
 
+RESERVED_NAMES = frozenset({"new"})  # /workflows/new/ is the editor's page: a workflow of that name would have none
+
+
 def definition_check(*, spec: WorkflowSpec | dict[str, Any]) -> Plan:
     """Everything a definition must pass to be saved: the engine's checks, then that a configured
     provider serves each model it names (``apps.providers.registry.model_served``). Raises
     DefinitionError with every problem at once."""
     plan = definition.load(spec) if isinstance(spec, dict) else definition.check_spec(spec)
     problems = definition.model_problems(plan.spec, model_served)
+    if plan.spec.name in RESERVED_NAMES:
+        problems.insert(0, Problem("/name", f"'{plan.spec.name}' is reserved: /workflows/{plan.spec.name}/ is a page of its own, choose another name"))
     if problems:
         raise DefinitionError(problems)
     return plan

@@ -47,6 +47,12 @@ def test_the_schema_states_that_a_definition_may_be_sent_as_yaml(client):
     )
 
 
+def test_a_workflow_may_not_take_the_name_of_the_new_workflow_page(admin):
+    response = save(signed_in(admin), definition("new", [llm_node("answer")]))
+    assert pointers(problem(response, 422)) == ["/name"]
+    assert not Workflow.objects.filter(name="new").exists()
+
+
 def test_a_yaml_syntax_error_is_a_problem_with_its_line(admin):
     response = signed_in(admin).post(WORKFLOWS, "name: tiny\nnodes: [\n", content_type="application/yaml")
 
