@@ -9,8 +9,8 @@ Every option is off by default. ``SimulationConfig.faults`` takes this shape (JS
                      "retry_after_seconds": 2, "burst_length": 3},
       "outages": [{"start": "2026-05-01T10:00:00Z", "end": "2026-05-01T10:05:00Z"}],
       "outage_until": "2026-05-01T10:05:00Z",  # shorthand: an outage from any time until then
-      "timeout_rate": 0.02, "timeout_seconds": 30,  # blocks timeout_seconds, then "timeout"
-      "latency_spike": {"rate": 0.05, "ms": 5000},  # adds ms to the call's latency
+      "timeout_rate": 0.02, "timeout_seconds": 30,  # blocks timeout_seconds (at most 60), then "timeout"
+      "latency_spike": {"rate": 0.05, "ms": 5000},  # adds ms (at most 60,000) to the call's latency
       "malformed_rate": 0.02,              # JSON asked: content is not JSON; text: a mangled body
       "truncated_rate": 0.02,              # text cut, finish_reason "length"; JSON cut mid-value
       "permanent_error_rate": 0.01         # HTTP 400: not retryable, error_class "bad_request"
@@ -54,6 +54,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from .base import ModelRequest, ProviderError
 
 Rate = Annotated[float, Field(ge=0, le=1)]
+# The longest a simulated call may wait, for each of its durations (latency, a latency spike, a
+# timeout): a run's options are user input, and a simulated wait holds a worker's slot. Two
+# minutes at most in all (latency plus a spike), well inside a node's time limits.
+MAX_SIMULATED_SECONDS = 60
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -73,7 +77,7 @@ class RateLimit(BaseModel):
 class LatencySpike(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     rate: Rate = 0.0
-    ms: float = Field(0.0, ge=0, le=600_000)
+    ms: float = Field(0.0, ge=0, le=MAX_SIMULATED_SECONDS * 1000)
 
 
 class Outage(BaseModel):
@@ -119,7 +123,7 @@ class Faults(BaseModel):
     outages: tuple[Outage, ...] = ()
     outage_until: UtcDatetime | None = None
     timeout_rate: Rate = 0.0
-    timeout_seconds: float = Field(30.0, ge=0, le=3600)
+    timeout_seconds: float = Field(30.0, ge=0, le=MAX_SIMULATED_SECONDS)
     latency_spike: LatencySpike = LatencySpike()
     malformed_rate: Rate = 0.0
     truncated_rate: Rate = 0.0

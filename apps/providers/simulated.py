@@ -28,21 +28,33 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .base import ModelRequest, ModelResponse, ProviderError, count_tokens
-from .faults import Decision, Faults, error_for, malformed_text, seeded_random, truncated_text
+from .faults import MAX_SIMULATED_SECONDS, Decision, Faults, error_for, malformed_text, seeded_random, truncated_text
 
+MAX_LATENCY_MS = MAX_SIMULATED_SECONDS * 1000
+MAX_LOGNORMAL_SIGMA = 3.0  # past it the spread is noise: one call in a thousand would be 10,000x the median
 _FILLER = ["report", "customer", "product", "update", "team", "result", "plan", "issue", "request", "value", "order", "service", "data"]
 
 
 class Latency(BaseModel):
-    """``fixed:MS``, ``uniform:LOW:HIGH`` or ``lognormal:MEDIAN:SIGMA`` (milliseconds)."""
+    """``fixed:MS``, ``uniform:LOW:HIGH`` or ``lognormal:MEDIAN:SIGMA`` (milliseconds).
+
+    Every millisecond figure is at most ``MAX_LATENCY_MS`` (60,000) and a sample never exceeds it
+    (a lognormal's tail is cut there), so no run's options can make a call wait longer.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["fixed", "uniform", "lognormal"] = "fixed"
-    a: float = Field(0.0, ge=0)
-    b: float = Field(0.0, ge=0)
+    a: float = Field(0.0, ge=0, le=MAX_LATENCY_MS)
+    b: float = Field(0.0, ge=0, le=MAX_LATENCY_MS)
+
+    @model_validator(mode="after")
+    def _sigma_bounded(self) -> Latency:
+        if self.kind == "lognormal" and self.b > MAX_LOGNORMAL_SIGMA:
+            raise ValueError(f"a lognormal latency's sigma is at most {MAX_LOGNORMAL_SIGMA:g}")
+        return self
 
     @classmethod
     def parse(cls, text: str) -> Latency:
@@ -55,7 +67,7 @@ class Latency(BaseModel):
             return self.a
         if self.kind == "uniform":
             return rng.uniform(self.a, max(self.a, self.b))
-        return rng.lognormvariate(0.0, self.b) * self.a if self.a else 0.0
+        return min(MAX_LATENCY_MS, rng.lognormvariate(0.0, self.b) * self.a) if self.a else 0.0
 
 
 class SimulationConfig(BaseModel):

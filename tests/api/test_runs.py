@@ -6,6 +6,7 @@ executes its nodes in this process, as tests/runs does.
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 
@@ -65,6 +66,23 @@ def test_simulation_settings_reach_the_run_options_as_given(operator, version):
 def test_bad_simulation_settings_are_a_422_problem(operator, version, simulation, pointer):
     body = problem(signed_in(operator).post_json(RUNS, start_body(simulation=simulation)), 422)
     assert pointers(body)[0].startswith(pointer)
+    assert rows() == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("simulation", "pointer"),
+    [
+        pytest.param({"latency": "fixed:99999999"}, "/simulation/latency/a", id="fixed-latency"),
+        pytest.param({"latency": {"kind": "uniform", "a": 0, "b": 1e12}}, "/simulation/latency/b", id="uniform-latency"),
+        pytest.param({"faults": {"latency_spike": {"rate": 1, "ms": 86_400_000}}}, "/simulation/faults/latency_spike/ms", id="spike"),
+        pytest.param({"faults": {"timeout_rate": 1, "timeout_seconds": 3600}}, "/simulation/faults/timeout_seconds", id="timeout"),
+    ],
+)
+def test_a_simulated_duration_past_its_bound_is_refused_at_run_start(operator, version, simulation, pointer):
+    """A run's options cannot make a simulated call hold a worker longer than a minute per wait."""
+    body = problem(signed_in(operator).post_json(RUNS, start_body(simulation=simulation)), 422)
+    assert pointers(body)[0] == pointer
+    assert "less than or equal to 60" in json.dumps(body)  # the problem names the bound
     assert rows() == (0, 0, 0)
 
 

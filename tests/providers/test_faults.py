@@ -255,6 +255,8 @@ def test_rates_that_add_up_past_one_are_refused() -> None:
         pytest.param({"rate_limit": {"rate": 0.1, "retry_after": 3}}, id="unknown-nested-option"),
         pytest.param({"rate_limit": {"burst_length": 0}}, id="empty-burst"),
         pytest.param({"timeout_seconds": -1}, id="negative-timeout"),
+        pytest.param({"timeout_seconds": 61}, id="timeout-past-a-minute"),
+        pytest.param({"latency_spike": {"rate": 0.1, "ms": 60_001}}, id="spike-past-a-minute"),
         pytest.param({"outages": [{"start": "2026-05-01T12:00:00Z", "end": "2026-05-01T11:00:00Z"}]}, id="outage-ending-before-it-starts"),
         pytest.param({"outage_until": "tomorrow"}, id="outage-until-not-a-time"),
     ],

@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from apps.providers.base import ModelRequest, count_tokens
-from apps.providers.simulated import Latency, SimulatedProvider, SimulationConfig, schema_errors
+from apps.providers.simulated import MAX_LATENCY_MS, Latency, SimulatedProvider, SimulationConfig, schema_errors
 
 PROMPT = "Classify this support ticket: the customer cannot download their invoice after the billing update."
 SEEDS = range(20)
@@ -222,6 +222,17 @@ def test_latency_parses(text: str, kind: str, a: float, b: float) -> None:
 def test_bad_latency_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="validation error|could not convert"):  # pydantic's ValidationError is a ValueError
         Latency.parse(text)
+
+
+@pytest.mark.parametrize("text", ["fixed:60001", "fixed:inf", "fixed:nan", "uniform:0:1e9", "lognormal:60001:0.5", "lognormal:100:50"])
+def test_latency_past_its_bound_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="less than or equal to 60000|sigma is at most 3"):
+        Latency.parse(text)
+
+
+def test_a_lognormal_sample_never_exceeds_the_bound() -> None:
+    latency = Latency.parse("lognormal:60000:3")
+    assert max(latency.sample_ms(random.Random(seed)) for seed in range(200)) == MAX_LATENCY_MS
 
 
 def test_fixed_latency_samples_its_value() -> None:
