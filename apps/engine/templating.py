@@ -14,17 +14,16 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
-from jinja2.exceptions import SecurityError
 from jinja2.exceptions import TemplateError as JinjaError
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .canonical import not_json_data
 from .errors import TemplateError
+from .sandbox import MAX_VALUE_SIZE, BoundedSandbox, work_limited
 
 TEMPLATE_NAMES = frozenset({"input", "nodes"})
-MAX_RENDERED_CHARS = 200_000
-MAX_POWER_BITS = 4096
+MAX_RENDERED_CHARS = MAX_VALUE_SIZE
 MAX_ARGUMENT_VALUES = 1_000_000
 # What a sandboxed template can raise at run time: Jinja's own errors, and the ordinary errors of
 # the Python operations it performs ({{ 1/0 }}, {{ range(10**9) }}, {{ 'a' + 1 }}, a macro that
@@ -39,30 +38,11 @@ def _tojson(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, with ``*`` and ``**`` refused when their result would be huge.
-
-    Jinja's sandbox guards attributes, not resources: ``{{ 9 ** (9 ** 9) }}`` would hold a
-    worker's CPU for good and ``{{ 'a' * 10**10 }}`` exhaust its memory before any size check ran.
-    """
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left).bit_length() * right > MAX_POWER_BITS:
-            raise SecurityError(f"{operator} result would be over {MAX_POWER_BITS} bits")
-        if operator == "*":
-            sequence, times = (left, right) if isinstance(right, int) else (right, left)
-            if isinstance(sequence, str | list | tuple) and isinstance(times, int) and len(sequence) * times > MAX_RENDERED_CHARS:
-                raise SecurityError(f"repetition would be over {MAX_RENDERED_CHARS} items")
-        return super().call_binop(context, operator, left, right)
-
-
 @lru_cache(maxsize=1)
 def environment() -> ImmutableSandboxedEnvironment:
     """The one sandboxed environment: no attribute tricks, no mutation, strict undefined."""
-    env = _Sandbox(undefined=StrictUndefined, autoescape=False)
-    env.filters["tojson"] = _tojson
+    env = BoundedSandbox(undefined=StrictUndefined, autoescape=False)
+    env.add_filter("tojson", _tojson)
     return env
 
 
@@ -78,13 +58,18 @@ def _compile_expression(source: str):
 
 def render(source: str, context: Mapping[str, Any]) -> str:
     """Render ``source`` with ``context``; raises TemplateError with a readable reason."""
+    parts: list[str] = []
+    size = 0
     try:
-        text = _compile(source).render(**context)
+        with work_limited():
+            for part in _compile(source).generate(**context):  # streamed: a long loop stops at the limit, not after
+                size += len(part)
+                if size > MAX_RENDERED_CHARS:
+                    raise TemplateError(f"rendered text is over {MAX_RENDERED_CHARS} characters")
+                parts.append(part)
     except RENDER_ERRORS as exc:
         raise TemplateError(str(exc)) from exc
-    if len(text) > MAX_RENDERED_CHARS:
-        raise TemplateError(f"rendered text is {len(text)} characters, over {MAX_RENDERED_CHARS}")
-    return text
+    return "".join(parts)
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:
@@ -105,10 +90,11 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
 def _evaluate(expression: str, context: Mapping[str, Any]) -> Any:
     """The value of one expression; it must be JSON data, as it becomes a tool's argument."""
     try:
-        value = _compile_expression(expression)(**context)
-        found = not_json_data(value, max_values=MAX_ARGUMENT_VALUES)
-        if found and isinstance(bad := _at(value, found[0]), Undefined):
-            str(bad)  # a strict undefined only fails when it is used: this use makes it fail
+        with work_limited():
+            value = _compile_expression(expression)(**context)
+            found = not_json_data(value, max_values=MAX_ARGUMENT_VALUES)
+            if found and isinstance(bad := _at(value, found[0]), Undefined):
+                str(bad)  # a strict undefined only fails when it is used: this use makes it fail
     except RENDER_ERRORS as exc:
         raise TemplateError(str(exc)) from exc
     if found:
@@ -189,7 +175,8 @@ def evaluate_condition(expression: str, context: Mapping[str, Any]) -> bool:
     is an error, not false, so a typo cannot silently send every run down the default route.
     """
     try:
-        return bool(_compile_expression(expression)(**context))
+        with work_limited():
+            return bool(_compile_expression(expression)(**context))
     except RENDER_ERRORS as exc:
         raise TemplateError(str(exc)) from exc
 
