@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,6 +20,9 @@ class ModelRequest:
     # The node's attempt (1 for the first). Not part of ``as_json``: the stored input and its hash
     # are the same for every attempt; only the simulated provider's fault draws depend on it.
     attempt: int = 1
+    # Whether the caller no longer wants the answer (its run was cancelled). A provider that waits
+    # (the simulated one) asks it between short waits and gives up with ``cancelled_error()``.
+    cancelled: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +56,12 @@ class ProviderError(Exception):
         self.retryable = retryable
         self.raw = raw
         self.retry_after = retry_after
+
+
+def cancelled_error() -> ProviderError:
+    """The call was given up because its caller no longer wants it: permanent, and no sign of the
+    provider's health."""
+    return ProviderError("the call was given up: the run was cancelled", error_class="cancelled", retryable=False)
 
 
 class Provider(Protocol):

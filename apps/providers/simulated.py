@@ -30,10 +30,11 @@ from typing import Any, Literal
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .base import ModelRequest, ModelResponse, ProviderError, count_tokens
+from .base import ModelRequest, ModelResponse, ProviderError, cancelled_error, count_tokens
 from .faults import MAX_SIMULATED_SECONDS, Decision, Faults, error_for, malformed_text, seeded_random, truncated_text
 
 MAX_LATENCY_MS = MAX_SIMULATED_SECONDS * 1000
+CANCEL_CHECK_SECONDS = 0.5  # how often a waiting call asks whether its run was cancelled
 MAX_LOGNORMAL_SIGMA = 3.0  # past it the spread is noise: one call in a thousand would be 10,000x the median
 _FILLER = ["report", "customer", "product", "update", "team", "result", "plan", "issue", "request", "value", "order", "service", "data"]
 
@@ -211,7 +212,7 @@ class SimulatedProvider:
         decision = self.config.faults.decide(seed=self.config.seed, request=request, now=self.clock())
         if decision.fails:
             if decision.fault == "timeout":  # a hung connection: the caller waits, then gives up
-                self.sleep(self.config.faults.timeout_seconds)
+                self._wait(self.config.faults.timeout_seconds, request)
             raise error_for(decision, faults=self.config.faults, seed=self.config.seed, request=request)
         rng = _rng(self.config.seed, request)
         vocab = _vocabulary(request.prompt)
@@ -225,7 +226,7 @@ class SimulatedProvider:
         if decision.fault == "latency_spike":
             delay_ms += self.config.faults.latency_spike.ms
         if delay_ms:
-            self.sleep(delay_ms / 1000)
+            self._wait(delay_ms / 1000, request)
         tokens_in = count_tokens(request.system) + count_tokens(request.prompt)
         tokens_out = count_tokens(text)
         simulated: dict[str, Any] = {"seed": self.config.seed, "latency_ms": round(delay_ms, 3)}
@@ -248,6 +249,21 @@ class SimulatedProvider:
             provider=self.name,
             finish_reason=finish,
         )
+
+    def _wait(self, seconds: float, request: ModelRequest) -> None:
+        """Wait ``seconds``; with a cancellation check, in steps of ``CANCEL_CHECK_SECONDS``,
+        asking it between steps, so a cancelled run's call stops within a step and frees its
+        worker slot. A wait of one step asks nothing: a short call costs no extra query."""
+        if request.cancelled is None:
+            self.sleep(seconds)
+            return
+        left = seconds
+        while left > 0:
+            step = min(left, CANCEL_CHECK_SECONDS)
+            self.sleep(step)
+            left -= step
+            if left > 0 and request.cancelled():
+                raise cancelled_error()
 
 
 def _shaped(decision: Decision, text: str, finish: str, *, is_json: bool) -> tuple[str, str]:

@@ -31,7 +31,7 @@ from apps.providers.simulated import schema_errors
 
 from . import telemetry
 from .budgets import OVER_BUDGET, Reservation, budget_reserve, budget_settle
-from .models import ProviderCall, Run
+from .models import ACTIVE_RUN_STATUSES, ProviderCall, Run
 from .selectors import node_idempotency_key
 
 MAX_OUTPUT_BYTES = 1024 * 1024
@@ -248,7 +248,16 @@ def _try_model(claim: Claim, model: str, repair: str, last: bool) -> Outcome:
 def _request(claim: Claim, model: str, repair: str) -> ModelRequest:
     """What is sent: the prepared request on ``model``, with the repair note after the prompt."""
     prompt = f"{claim.input['prompt']}\n\n{repair}" if repair else claim.input["prompt"]
-    return ModelRequest(**{**claim.input, "model": model, "prompt": prompt, "options": claim.run_options, "attempt": claim.attempt})
+    return ModelRequest(
+        **{**claim.input, "model": model, "prompt": prompt, "options": claim.run_options, "attempt": claim.attempt},
+        cancelled=_run_over(claim.run_id),
+    )
+
+
+def _run_over(run_id: UUID) -> Callable[[], bool]:
+    """The check a waiting provider asks between its short waits: one indexed read of the run's
+    status, at most every ``apps.providers.simulated.CANCEL_CHECK_SECONDS`` per call in flight."""
+    return lambda: not Run.objects.filter(pk=run_id, status__in=ACTIVE_RUN_STATUSES).exists()
 
 
 REPAIR_TEXT_LIMIT = 8000

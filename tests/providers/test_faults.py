@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from apps.providers.base import ModelRequest, ProviderError
 from apps.providers.faults import Faults
 from apps.providers.registry import provider_for
-from apps.providers.simulated import SimulatedProvider, SimulationConfig, schema_errors
+from apps.providers.simulated import CANCEL_CHECK_SECONDS, SimulatedProvider, SimulationConfig, schema_errors
 
 SCHEMA = {
     "type": "object",
@@ -114,6 +114,32 @@ def test_a_timeout_blocks_for_timeout_seconds_before_failing() -> None:
 
     assert waits == [2.5]  # the wait the provider made, not how long the machine took
     assert json.loads(error.raw)["simulated"]["status"] == 504
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        pytest.param({"latency": "fixed:60000"}, id="latency"),
+        pytest.param({"latency": "fixed:0", "faults": {"timeout_rate": 1.0, "timeout_seconds": 60}}, id="timeout"),
+        pytest.param({"latency": "fixed:0", "faults": {"latency_spike": {"rate": 1.0, "ms": 60000}}}, id="latency-spike"),
+    ],
+)
+def test_a_cancelled_call_stops_waiting_at_the_next_check(setup: dict[str, Any]) -> None:
+    """The wait is cut into short steps, each after asking whether the run was cancelled."""
+    waits: list[float] = []
+    sim = SimulatedProvider(SimulationConfig(**setup), sleep=waits.append)
+
+    error = failure(sim, request(cancelled=lambda: len(waits) >= 3))
+
+    assert (error.error_class, error.retryable) == ("cancelled", False)
+    assert waits == [CANCEL_CHECK_SECONDS] * 3  # the provider's own waits, not the machine's time
+
+
+def test_an_uncancelled_call_waits_its_whole_latency_in_steps() -> None:
+    waits: list[float] = []
+    SimulatedProvider(SimulationConfig(latency="fixed:1200"), sleep=waits.append).complete(request(cancelled=lambda: False))
+    assert sum(waits) == pytest.approx(1.2)
+    assert max(waits) <= CANCEL_CHECK_SECONDS
 
 
 def test_a_latency_spike_adds_its_milliseconds_and_says_so() -> None:
