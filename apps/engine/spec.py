@@ -67,6 +67,15 @@ class NodeCache(BaseModel):
     ttl_seconds: int = Field(ge=1, le=30 * 86_400)
 
 
+# The largest amount of money, and of tokens, that every database stores and reads back exactly.
+# Money has 8 decimal places (``Run.cost`` and the other money columns); SQLite keeps a decimal as
+# a REAL, exact to 15 significant digits, so 7 digits are left before the point: a larger limit
+# would read back as another number, or not at all (Django's converter raises, and every page
+# listing the run with it). Tokens are 64-bit integers (``BigIntegerField``) everywhere.
+MAX_COST = Decimal("9999999.99999999")
+MAX_TOKENS = 2**63 - 1
+
+
 class Budget(BaseModel):
     """A run's spending limits; either may be left out (no limit). Every model call's worst case
     (its prompt's tokens plus ``max_tokens`` out, at its model's price) is reserved against what
@@ -74,8 +83,8 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_tokens: int | None = Field(None, ge=1)
-    max_cost: Decimal | None = Field(None, ge=0, max_digits=16, decimal_places=8)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_cost: Decimal | None = Field(None, ge=0, le=MAX_COST, max_digits=15, decimal_places=8, description="In US dollars, at most 8 decimal places.")
 
 
 ModelName = Annotated[str, Field(min_length=1, max_length=200)]
