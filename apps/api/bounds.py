@@ -1,0 +1,33 @@
+"""Bounds for every integer the API reads, stated in its OpenAPI document.
+
+An integer past what a column holds is not a smaller problem than a wrong type: SQLite raises
+``OverflowError`` past 64 bits when it is bound as a parameter, PostgreSQL refuses a value past its
+column's type, and both were 500s. Each bound here fits the column the value is compared with or
+stored in, on every database, so a request past it is a 422 with the parameter or the pointer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from ninja import Field, Schema
+from ninja.pagination import LimitOffsetPagination
+
+MAX_INT64 = 2**63 - 1  # BigIntegerField, BigAutoField
+MAX_INT32 = 2**31 - 1  # PositiveIntegerField: version numbers, a review's version
+MAX_LIMIT = 500
+MAX_OFFSET = MAX_INT32
+
+Id = Annotated[int, Field(ge=1, le=MAX_INT64)]
+Number = Annotated[int, Field(ge=1, le=MAX_INT32)]
+
+
+class Page(LimitOffsetPagination):
+    """``limit`` and ``offset`` with a ceiling: a list never answers more than MAX_LIMIT items."""
+
+    class Input(Schema):
+        limit: int = Field(100, ge=1, le=MAX_LIMIT, description=f"At most {MAX_LIMIT} items per page.")
+        offset: int = Field(0, ge=0, le=MAX_OFFSET)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_limit=MAX_LIMIT, **kwargs)
