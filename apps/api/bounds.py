@@ -8,10 +8,13 @@ stored in, on every database, so a request past it is a 422 with the parameter o
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from typing import Annotated, Any
 
 from ninja import Field, Schema
 from ninja.pagination import LimitOffsetPagination
+from pydantic import BeforeValidator
 
 MAX_INT64 = 2**63 - 1  # BigIntegerField, BigAutoField
 MAX_INT32 = 2**31 - 1  # PositiveIntegerField: version numbers, a review's version
@@ -20,6 +23,16 @@ MAX_OFFSET = MAX_INT32
 
 Id = Annotated[int, Field(ge=1, le=MAX_INT64)]
 Number = Annotated[int, Field(ge=1, le=MAX_INT32)]
+
+
+def _iso_date(value: Any) -> Any:
+    # The schema says format: date; pydantic would also read "0" as a Unix timestamp.
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("write a date as YYYY-MM-DD")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
 class Page(LimitOffsetPagination):

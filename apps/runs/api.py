@@ -1,7 +1,7 @@
 """Runs over the JSON API. Reading needs ``can_view``; starting, cancelling, retrying and
 re-running a run ``can_start_runs`` (operators and admins)."""
 
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
@@ -15,7 +15,7 @@ from ninja.responses import Status
 from pydantic import ConfigDict
 
 from apps.api.auth import requires
-from apps.api.bounds import Number, Page
+from apps.api.bounds import IsoDate, Number, Page
 from apps.api.problems import UnknownReference, problem_responses
 from apps.engine.spec import Budget
 from apps.providers.pricing import QUANTUM
@@ -276,7 +276,7 @@ class CostOut(Schema):
 
 @router.get("/costs", response={200: list[CostOut], **problem_responses(422)}, summary="Tokens and cost per day or per workflow")
 def cost_list(
-    request: HttpRequest, group: Literal["day", "workflow"] = "day", since: date | None = None, until: date | None = None, test_runs: bool = False
+    request: HttpRequest, group: Literal["day", "workflow"] = "day", since: IsoDate | None = None, until: IsoDate | None = None, test_runs: bool = False
 ) -> Any:
     """What model calls made from ``since`` to ``until`` (inclusive dates) cost, per day (oldest
     first) or per workflow (costliest first). Answers reused from a cache cost nothing. Test runs
