@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from . import templating
@@ -96,6 +96,9 @@ MoneyAmount = Annotated[
     BeforeValidator(_money_text),
     Field(ge=0, le=MAX_COST, max_digits=15, decimal_places=8),
     WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": float(MAX_COST)}, {"type": "string", "pattern": MONEY_PATTERN}]}),
+    # Dumped as the pattern reads it: str(Decimal) would write 0.00000001 as "1E-8", and a
+    # definition or a run's options must read back what they dumped.
+    PlainSerializer(lambda value: f"{value:f}", return_type=str, when_used="json"),
 ]
 
 

@@ -58,3 +58,20 @@ def test_validating_a_text_with_an_unprintable_character_reports_it(admin):
     body = response.json()
     assert body["valid"] is False
     assert "unacceptable character" in body["problems"][0]["detail"]
+
+
+@pytest.mark.parametrize("max_cost", ["0.00000001", "0", "9999999.99999999", 0.0000001])
+def test_a_cost_limit_reads_back_as_it_was_dumped(operator, version, max_cost):
+    # a run's options and a definition hold the budget as dumped: "1E-8" would not read back
+    response = signed_in(operator).post_json("/api/v1/runs", {"workflow": "tiny", "input": {"topic": "x"}, "budget": {"max_cost": max_cost}})
+    assert response.status_code == 201, response.content
+    assert Run.objects.get().budget_cost == Decimal(str(max_cost))
+
+
+def test_a_definition_with_a_tiny_cost_limit_round_trips():
+    from apps.engine import definition
+    from tests.factories import definition as a_definition
+
+    plan = definition.load(a_definition(budget={"max_cost": "0.00000001"}))
+    assert definition.load(definition.dump(plan.spec)).spec == plan.spec
+    assert definition.dump(plan.spec)["budget"]["max_cost"] == "0.00000001"
