@@ -37,6 +37,9 @@ def _problem_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
 
     @wraps(view)  # keeps ninja's csrf_exempt mark: CSRF is checked by the session auth instead
     def view_with_problems(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        refused = _nul_parameters(request, kwargs)
+        if refused is not None:
+            return refused
         try:
             response = view(request, *args, **kwargs)
         except Http404 as exc:
@@ -48,6 +51,17 @@ def _problem_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
         return response
 
     return view_with_problems
+
+
+def _nul_parameters(request: HttpRequest, path_params: dict[str, Any]) -> HttpResponse | None:
+    # A NUL in a query or path parameter, like one in a body (.parser.refuse_nul), would reach the
+    # database as a filter PostgreSQL refuses: a 422 for every operation, here, before any of them.
+    params = [*((k, str(v)) for k, v in path_params.items()), *((k, v) for k, values in request.GET.lists() for v in values)]
+    names = sorted({name for name, value in params if "\x00" in name or "\x00" in value})
+    if not names:
+        return None
+    errors = [{"parameter": name.replace("\x00", "\\u0000"), "detail": "a parameter cannot hold a NUL character (\\u0000)"} for name in names]
+    return problems.problem_response(422, problems.summary(errors), kind="invalid-request", title="The request does not match the API's schema", errors=errors)
 
 
 @csrf_exempt

@@ -10,6 +10,9 @@ import yaml
 from django.http import HttpRequest
 from ninja.parser import Parser
 
+from apps.engine.canonical import nul_path
+from apps.engine.errors import json_pointer
+
 # The engine's own limit for definitions and inputs (apps.engine.canonical.MAX_DEPTH): a definition
 # is the whole body, so the API accepts exactly the definitions the engine can load again later.
 # Past it pydantic can also fail to serialise a value (from about 255 levels), which would be a 500.
@@ -62,6 +65,22 @@ def parse_yaml(body: bytes) -> Any:
         raise YAMLBodyError("nested too deeply") from None
 
 
+class BodyRefused(ValueError):
+    """A body that parses but holds what no field of any operation may store: a 422 at ``pointer``."""
+
+    def __init__(self, pointer: str, message: str):
+        self.pointer, self.message = pointer, message
+        super().__init__(f"{pointer or '/'}: {message}")
+
+
+def refuse_nul(data: Any) -> None:
+    # PostgreSQL stores no NUL in text or jsonb: refused here, for every body of every operation
+    # (definitions, run inputs, decisions), rather than as a 500 from the database later.
+    found = nul_path(data)
+    if found is not None:
+        raise BodyRefused(json_pointer(found), "text cannot hold a NUL character (\\u0000)")
+
+
 class StrictJSONParser(Parser):
     def parse_body(self, request: HttpRequest) -> Any:
         try:
@@ -70,4 +89,5 @@ class StrictJSONParser(Parser):
             raise ValueError("nested too deeply") from None
         if nested_deeper_than(data, MAX_BODY_DEPTH):
             raise ValueError(f"nested deeper than {MAX_BODY_DEPTH} levels")
+        refuse_nul(data)
         return data

@@ -29,7 +29,7 @@ from apps.runs.services import IdempotencyConflict
 from apps.workflows.models import WorkflowNotPublished
 from apps.workflows.services import PublishConflict
 
-from .parser import YAMLBodyError, is_yaml, parse_yaml
+from .parser import BodyRefused, YAMLBodyError, is_yaml, parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,11 @@ class ProblemOut(Schema):
 
 
 def problem_responses(*statuses: int) -> dict[int, type[Schema]]:
-    """The problems an operation may answer besides 401, 403 and 500, for the OpenAPI document."""
-    return dict.fromkeys(sorted({401, 403, 500, *statuses}), ProblemOut)
+    """The problems an operation may answer besides 401, 403, 422 and 500, for the OpenAPI document.
+
+    Any operation may answer 422: a parameter past its range, or a NUL in any parameter
+    (apps.api.api refuses those before the operation runs)."""
+    return dict.fromkeys(sorted({401, 403, 422, 500, *statuses}), ProblemOut)
 
 
 class UnknownReference(Exception):
@@ -211,6 +214,10 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         cause = exc.__cause__
         detail = f"the request body is not valid YAML: {cause}"
         return problem_response(400, detail, errors=[{"pointer": "", "detail": cause.message, "line": cause.line, "column": cause.column}])
+    if isinstance(exc.__cause__, BodyRefused):
+        cause = exc.__cause__
+        errors = [{"pointer": cause.pointer, "detail": cause.message}]
+        return problem_response(422, summary(errors), kind="invalid-request", title="The request does not match the API's schema", errors=errors)
     if isinstance(exc.__cause__, ValueError):  # ninja's "Cannot parse request body": say why
         detail = f"the request body is not valid JSON: {exc.__cause__}"
     return problem_response(exc.status_code, detail)

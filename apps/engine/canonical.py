@@ -50,6 +50,27 @@ def not_json_data(value: Any, *, max_values: int) -> tuple[tuple, str] | None:
     return None
 
 
+def nul_path(value: Any) -> tuple | None:
+    """Where a NUL character sits in a JSON value, in a string or a key; None when there is none.
+
+    PostgreSQL stores no NUL in text or jsonb (it raises), so no value holding one may reach a
+    column on any backend. Iterative, like ``not_json_data``, so any depth is cheap.
+    """
+    stack: list[tuple[tuple, Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path
+            continue
+        items = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list | tuple) else ()
+        for key, sub in reversed(list(items)):
+            if isinstance(key, str) and "\x00" in key:
+                return (*path, key)
+            stack.append(((*path, key), sub))
+    return None
+
+
 def _unwind(path: Any) -> tuple:
     parts = []
     while path is not None:

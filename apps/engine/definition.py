@@ -9,7 +9,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
 from . import graph
-from .canonical import canonical_json, content_hash, not_json_data
+from .canonical import canonical_json, content_hash, not_json_data, nul_path
 from .errors import DefinitionError, InputError, Problem, json_pointer
 from .spec import NODE_TYPES, LlmNode, RouterNode, WorkflowSpec
 
@@ -55,9 +55,19 @@ def check_size(spec_json: str) -> list[Problem]:
 
 def _check_json_data(raw: Any) -> None:
     # every JSON value takes at least one byte, so more values than bytes is over the limit too
-    found = not_json_data(raw, max_values=MAX_DEFINITION_BYTES)
+    found = not_json_data(raw, max_values=MAX_DEFINITION_BYTES) or _nul_found(raw)
     if found:
         raise DefinitionError([Problem(json_pointer(found[0]), found[1])])
+
+
+NUL_MESSAGE = "text cannot hold a NUL character (\\u0000)"
+
+
+def _nul_found(value: Any) -> tuple[tuple, str] | None:
+    # PostgreSQL stores no NUL in text or jsonb: refused with a pointer whatever door the value came
+    # by (the API's body parser refuses it first; the console's editor and files come here only).
+    path = nul_path(value)
+    return None if path is None else (path, NUL_MESSAGE)
 
 
 def _plain_field(value: Any) -> Any:
@@ -77,7 +87,7 @@ def check_spec(spec: WorkflowSpec) -> graph.Plan:
     ``load``: its free-form fields (schemas, tool arguments) are walked before anything dumps them.
     """
     nodes = [{k: _plain_field(v) for k, v in node} for node in spec.nodes]
-    _check_json_data({"input_schema": spec.input_schema, "nodes": nodes})
+    _check_json_data({"description": spec.description, "input_schema": spec.input_schema, "nodes": nodes})
     problems = check_size(canonical_json(spec.model_dump(mode="json")))
     if len(spec.nodes) > MAX_NODES:
         problems.append(Problem("/nodes", f"{len(spec.nodes)} nodes, over the limit of {MAX_NODES}"))
@@ -142,7 +152,7 @@ def spec_hash(spec: WorkflowSpec) -> str:
 
 def validate_input(schema: dict[str, Any], value: Any) -> None:
     """Check a run input against the workflow's input schema; raises InputError."""
-    found = not_json_data(value, max_values=MAX_INPUT_BYTES)
+    found = not_json_data(value, max_values=MAX_INPUT_BYTES) or _nul_found(value)
     if found:
         raise InputError([Problem(json_pointer(found[0]), found[1])])
     size = len(canonical_json(value).encode())

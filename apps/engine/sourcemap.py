@@ -131,8 +131,9 @@ class SourceMap:
 
 def source_map(text: str) -> SourceMap:
     """Compose ``text`` (YAML or JSON); raises SourceSyntaxError at the parser's mark."""
-    loader = _MarkedLoader(text)
+    loader = None
     try:
+        loader = _MarkedLoader(text)  # its reader refuses unprintable characters here already
         return SourceMap(loader.get_single_node(), text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -145,4 +146,5 @@ def source_map(text: str) -> SourceMap:
     except RecursionError:  # the composer recurses once per level
         raise SourceSyntaxError("nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

@@ -6,13 +6,14 @@ references) by ``graph.check``. ``definition.load`` runs both and reports every 
 
 from __future__ import annotations
 
+import math
 import re
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from . import templating
@@ -67,6 +68,40 @@ class NodeCache(BaseModel):
     ttl_seconds: int = Field(ge=1, le=30 * 86_400)
 
 
+# The largest amount of money, and of tokens, that every database stores and reads back exactly.
+# Money has 8 decimal places (``Run.cost`` and the other money columns); SQLite keeps a decimal as
+# a REAL, exact to 15 significant digits, so 7 digits are left before the point: a larger limit
+# would read back as another number, or not at all (Django's converter raises, and every page
+# listing the run with it). Tokens are 64-bit integers (``BigIntegerField``) everywhere.
+MAX_COST = Decimal("9999999.99999999")
+MAX_TOKENS = 2**63 - 1
+MONEY_PATTERN = r"^[0-9]{1,7}(\.[0-9]{1,8})?$"
+
+
+def _money_text(value: Any) -> Any:
+    # The schema's pattern, enforced: "1e3" or " 5" would otherwise be read as a decimal too.
+    if isinstance(value, str) and not re.fullmatch(MONEY_PATTERN, value):
+        raise ValueError("write an amount as digits, such as 12.50: at most 7 before the point and 8 after")
+    # A JSON number is binary, exact to no decimal place: it is taken to the nearest 1e-8 (write
+    # a string for an exact amount), so every number the schema allows is accepted.
+    if isinstance(value, float) and math.isfinite(value):
+        return Decimal(repr(value)).quantize(Decimal("0.00000001"), rounding=ROUND_HALF_EVEN)
+    return value
+
+
+# The schema pydantic would state for a decimal allows any string and no bounds: this one says what
+# the server takes, so a client (or a fuzzer) valid by the schema is never refused.
+MoneyAmount = Annotated[
+    Decimal,
+    BeforeValidator(_money_text),
+    Field(ge=0, le=MAX_COST, max_digits=15, decimal_places=8),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": float(MAX_COST)}, {"type": "string", "pattern": MONEY_PATTERN}]}),
+    # Dumped as the pattern reads it: str(Decimal) would write 0.00000001 as "1E-8", and a
+    # definition or a run's options must read back what they dumped.
+    PlainSerializer(lambda value: f"{value:f}", return_type=str, when_used="json"),
+]
+
+
 class Budget(BaseModel):
     """A run's spending limits; either may be left out (no limit). Every model call's worst case
     (its prompt's tokens plus ``max_tokens`` out, at its model's price) is reserved against what
@@ -74,8 +109,8 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_tokens: int | None = Field(None, ge=1)
-    max_cost: Decimal | None = Field(None, ge=0, max_digits=16, decimal_places=8)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_cost: MoneyAmount | None = Field(None, description="In US dollars: a string with at most 8 decimal places, or a number (rounded to 8 places).")
 
 
 ModelName = Annotated[str, Field(min_length=1, max_length=200)]
@@ -321,7 +356,8 @@ class WorkflowSpec(BaseModel):
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     budget: Budget | None = None  # a run may override it (its options' "budget")
-    nodes: list[Node]
+    # At least one (graph.check says so with its own words); stated in the schema for clients.
+    nodes: list[Node] = Field(json_schema_extra={"minItems": 1})
 
     _schema = field_validator("input_schema")(_check_json_schema)
 

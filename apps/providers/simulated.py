@@ -73,7 +73,7 @@ class Latency(BaseModel):
 
 class SimulationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    seed: int = 7
+    seed: int = Field(7, ge=-(2**63), le=2**63 - 1)  # signed 64 bits: stored in the run's options on every database
     latency: Latency = Latency()
     faults: Faults = Faults()
 

@@ -16,10 +16,11 @@ from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from ninja import Field, Router, Schema
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 from pydantic import ConfigDict
 
 from apps.api.auth import requires
+from apps.api.bounds import Id, Number, Page
 from apps.api.problems import ProblemOut, problem_responses
 
 from . import selectors
@@ -154,13 +155,13 @@ class ReviewDecisionIn(Schema):
     decision: Literal["approve", "edit", "reject"]
     output: Any = Field(None, description="The edited output (edit only), checked against the producing node's output schema.")
     comment: str = Field("", description="Required to reject.")
-    version: int | None = Field(None, ge=1, description="The version your page showed; a newer one answers 409.")
+    version: Number | None = Field(None, description="The version your page showed; a newer one answers 409.")
 
 
 class BulkDecisionIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] = Field(min_length=1, max_length=MAX_BULK, description="The reviews to decide, each on its own.")
+    ids: list[Id] = Field(min_length=1, max_length=MAX_BULK, description="The reviews to decide, each on its own.")
     decision: Literal["approve", "reject"]
     comment: str = Field("", description="Required to reject.")
 
@@ -193,7 +194,7 @@ def _detail(review_id: int, user: Any) -> ReviewTask:
 
 
 @router.get("/reviews", response={200: list[ReviewOut], **problem_responses(422)}, summary="List reviews")
-@paginate(LimitOffsetPagination)
+@paginate(Page)
 def review_list(
     request: HttpRequest,
     status: ReviewStatus | None = None,
@@ -209,7 +210,7 @@ def review_list(
 
 
 @router.get("/reviews/{int:review_id}", response={200: ReviewDetailOut, **problem_responses(404)}, summary="Get a review")
-def review_get_one(request: HttpRequest, review_id: int) -> ReviewTask:
+def review_get_one(request: HttpRequest, review_id: Id) -> ReviewTask:
     """A review with what is to be approved, its context, assignment, deadline and decisions."""
     return _detail(review_id, request.auth)
 
@@ -218,7 +219,7 @@ DECIDE_PROBLEMS = {**problem_responses(400, 404, 422), 409: ReviewConflictOut}
 
 
 @router.post("/reviews/{int:review_id}/decision", response={200: ReviewDetailOut, **DECIDE_PROBLEMS}, summary="Decide a review")
-def review_decide_post(request: HttpRequest, review_id: int, payload: ReviewDecisionIn) -> ReviewTask:
+def review_decide_post(request: HttpRequest, review_id: Id, payload: ReviewDecisionIn) -> ReviewTask:
     """Approve, edit then approve, or reject (with a reason). 403 when the review is not yours to
     decide; 409 when someone decided first (the problem says who and when), when you approved
     already, or when ``version`` is not the current one; 422 when an edit breaks the schema."""

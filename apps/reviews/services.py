@@ -22,7 +22,7 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator
 
 from apps.audit.audit import audit_append
-from apps.engine.canonical import canonical_json, not_json_data
+from apps.engine.canonical import canonical_json, not_json_data, nul_path
 from apps.engine.errors import Problem, json_pointer
 from apps.engine.spec import LlmNode, ReviewNode, duration_seconds
 from apps.runs.models import NodeRun, NodeStatus, ProviderCall, Run
@@ -180,7 +180,7 @@ def validate_edit(task: ReviewTask, output: Any) -> Any:
     found = not_json_data(output, max_values=100_000)
     if found:
         raise DecisionInvalid([Problem("/output" + json_pointer(found[0]), found[1])])
-    nul = _nul_path(output)
+    nul = nul_path(output)
     if nul is not None:
         raise DecisionInvalid([Problem("/output" + json_pointer(nul), "text cannot hold a NUL character")])
     if len(canonical_json(output).encode()) > MAX_EDIT_BYTES:
@@ -194,20 +194,6 @@ def validate_edit(task: ReviewTask, output: Any) -> Any:
     if output == task.current_output:
         raise DecisionInvalid([Problem("/output", "the edit changes nothing: approve instead")])
     return output
-
-
-def _nul_path(value: Any, path: tuple = ()) -> tuple | None:
-    """Where a NUL character sits in a JSON value (PostgreSQL stores none in text or jsonb)."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        if isinstance(key, str) and "\x00" in key:
-            return (*path, key)
-        found = _nul_path(item, (*path, key))
-        if found is not None:
-            return found
-    return None
 
 
 def _check_current(task: ReviewTask, decision: Decision, user: Any) -> None:

@@ -1,7 +1,7 @@
 """Runs over the JSON API. Reading needs ``can_view``; starting, cancelling, retrying and
 re-running a run ``can_start_runs`` (operators and admins)."""
 
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
@@ -10,11 +10,12 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from ninja import Field, Router, Schema
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 from ninja.responses import Status
 from pydantic import ConfigDict
 
 from apps.api.auth import requires
+from apps.api.bounds import IsoDate, Number, Page
 from apps.api.problems import UnknownReference, problem_responses
 from apps.engine.spec import Budget
 from apps.providers.pricing import QUANTUM
@@ -40,7 +41,7 @@ class RunIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
     workflow: str = Field(min_length=1, max_length=100, description="The workflow's name.")
-    version: int | None = Field(None, ge=1, description="A version number; the published version when left out.")
+    version: Number | None = Field(None, description="A version number; the published version when left out.")
     input: dict[str, Any] = Field(default_factory=dict, description="Checked against the workflow's input schema.")
     idempotency_key: str | None = Field(None, min_length=1, max_length=200, description="The same key from the same user returns the same run.")
     simulation: SimulationConfig | None = Field(None, description="Overrides for the simulated model provider.")
@@ -168,7 +169,7 @@ def run_create(request: HttpRequest, payload: RunIn, response: HttpResponse) -> 
 
 
 @router.get("/runs", response={200: list[RunOut], **problem_responses(422)}, summary="List runs")
-@paginate(LimitOffsetPagination)
+@paginate(Page)
 def run_list_get(request: HttpRequest, workflow: str | None = None, status: RunStatus | None = None, is_test: bool | None = None) -> Any:
     """Runs, newest first, optionally of one workflow, in one status, and test runs only
     (``is_test=true``) or none of them (``false``)."""
@@ -275,7 +276,7 @@ class CostOut(Schema):
 
 @router.get("/costs", response={200: list[CostOut], **problem_responses(422)}, summary="Tokens and cost per day or per workflow")
 def cost_list(
-    request: HttpRequest, group: Literal["day", "workflow"] = "day", since: date | None = None, until: date | None = None, test_runs: bool = False
+    request: HttpRequest, group: Literal["day", "workflow"] = "day", since: IsoDate | None = None, until: IsoDate | None = None, test_runs: bool = False
 ) -> Any:
     """What model calls made from ``since`` to ``until`` (inclusive dates) cost, per day (oldest
     first) or per workflow (costliest first). Answers reused from a cache cost nothing. Test runs

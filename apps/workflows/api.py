@@ -9,7 +9,7 @@ save with a 409 when someone published another version since the client looked.
 """
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -19,6 +19,7 @@ from ninja.responses import Status
 from pydantic import ConfigDict
 
 from apps.api.auth import requires
+from apps.api.bounds import MAX_INT32, Number
 from apps.api.problems import UnknownReference, problem_response, problem_responses
 from apps.engine.spec import WorkflowSpec
 
@@ -143,7 +144,13 @@ BODY_PROBLEMS = problem_responses(400, 409, 413, 422)
     # the same definition as YAML, read by apps.api.parser: one shape, two spellings
     openapi_extra={"requestBody": {"content": {t: {"schema": {"$ref": "#/components/schemas/WorkflowSpec"}} for t in ("application/yaml", "text/yaml")}}},
 )
-def workflow_create(request: HttpRequest, spec: WorkflowSpec, response: HttpResponse, publish: bool = True, expected_published: int | None = None) -> Status:
+def workflow_create(
+    request: HttpRequest,
+    spec: WorkflowSpec,
+    response: HttpResponse,
+    publish: bool = True,
+    expected_published: Annotated[int, Field(ge=0, le=MAX_INT32)] | None = None,
+) -> Status:
     """Save a definition (JSON, or YAML with ``Content-Type: application/yaml``): a new workflow
     or a new version (201), or the identical version again (200). Published unless
     ``publish=false``; 409 when ``expected_published`` is no longer the published version."""
@@ -156,8 +163,8 @@ def workflow_create(request: HttpRequest, spec: WorkflowSpec, response: HttpResp
 class PublishIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, description="The version to publish; an older one than the published is a rollback.")
-    expected_published: int | None = Field(None, ge=0, description="The version you saw published (0: none); 409 if another is by now.")
+    version: Number = Field(description="The version to publish; an older one than the published is a rollback.")
+    expected_published: int | None = Field(None, ge=0, le=MAX_INT32, description="The version you saw published (0: none); 409 if another is by now.")
 
 
 class ValidationProblemOut(Schema):
@@ -275,7 +282,7 @@ class DiffOut(Schema):
     response={200: DiffOut, **problem_responses(404)},
     summary="Compare two versions",
 )
-def workflow_version_diff(request: HttpRequest, name: str, before: int, after: int) -> dict[str, Any]:
+def workflow_version_diff(request: HttpRequest, name: str, before: Number, after: Number) -> dict[str, Any]:
     """What changed from version ``before`` to version ``after``: nodes added, removed and changed
     field by field (text fields as word diffs), top-level changes, and the unified YAML diff."""
     diff = version_diff(workflow=workflow_get(name=name), before=before, after=after)
@@ -283,6 +290,6 @@ def workflow_version_diff(request: HttpRequest, name: str, before: int, after: i
 
 
 @router.get("/workflows/{name}/versions/{int:number}", response={200: WorkflowVersionOut, **problem_responses(404)}, summary="Get a workflow version")
-def workflow_version_get(request: HttpRequest, name: str, number: int) -> WorkflowVersion:
+def workflow_version_get(request: HttpRequest, name: str, number: Number) -> WorkflowVersion:
     """One immutable version of a workflow, with its definition."""
     return version_get(workflow=workflow_get(name=name), number=number)
