@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -72,6 +73,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "csp",
     "django_htmx",
     "template_partials",
     "ninja",
@@ -86,15 +88,44 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "orchestrator_site.middleware.security_headers",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
+
+# --- Content-Security-Policy (django-csp 4) ------------------------------------------------------
+# Scripts and styles come only from our own static files: no inline <script>, no event-handler
+# attributes, no style="" attributes (bars are SVG with width attributes instead; CodeMirror sets
+# its sizes through the CSSOM, which the policy does not govern), htmx configured
+# not to eval nor to inject its indicator <style> (templates/base.html). Model output shown on a
+# page can therefore run nothing, even if escaping ever failed.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        # the nonce is in the header only on pages that use it: the editor, whose CodeMirror
+        # writes <style> elements carrying it (frontend/editor.js)
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+# Browser features no page uses, refused for the page and anything it might embed.
+DAGWRIGHT_PERMISSIONS_POLICY = {
+    feature: "()" for feature in ("accelerometer", "camera", "geolocation", "gyroscope", "magnetometer", "microphone", "payment", "usb")
+}
 
 ROOT_URLCONF = "orchestrator_site.urls"
 WSGI_APPLICATION = "orchestrator_site.wsgi.application"
