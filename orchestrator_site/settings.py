@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -74,6 +75,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "csp",
+    "axes",
     "django_htmx",
     "template_partials",
     "ninja",
@@ -98,6 +100,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a refused sign-in into the lockout answer
 ]
 
 # --- Content-Security-Policy (django-csp 4) ------------------------------------------------------
@@ -162,6 +165,24 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- auth, i18n, static -----------------------------------------------------------------------
+# Login throttling (django-axes, see orchestrator_site.logins): the console's and the admin's
+# sign-in both go through authenticate(), where Axes counts failures per username and per client
+# (wrong API tokens per client: apps.api.auth) and refuses the next attempt once either count
+# reaches the limit, until the cool-off has passed. Admins see and delete lockouts under Axes.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("DAGWRIGHT_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(seconds=float(os.environ.get("DAGWRIGHT_LOGIN_COOLOFF_SECONDS", "900")))
+AXES_LOCKOUT_PARAMETERS = "orchestrator_site.logins.lockout_parameters"
+AXES_CLIENT_IP_CALLABLE = "orchestrator_site.logins.client_address"
+AXES_LOCKOUT_CALLABLE = "orchestrator_site.logins.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+# The cool-off runs from the lockout: retrying while locked out does not push its end further
+# away, so the time the lockout answer names holds.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_VERBOSE = False  # no banner from every process at start; failures and lockouts are still logged
+# How many proxies in front of Django append to X-Forwarded-For; 0 (the default) trusts none of it.
+DAGWRIGHT_TRUSTED_PROXIES = int(os.environ.get("DAGWRIGHT_TRUSTED_PROXIES", "0"))
+
 AUTH_PASSWORD_VALIDATORS = [{"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"}]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "console:runs"

@@ -56,8 +56,9 @@ class ProblemOut(Schema):
 
 
 def problem_responses(*statuses: int) -> dict[int, type[Schema]]:
-    """The problems an operation may answer besides 401, 403 and 500, for the OpenAPI document."""
-    return dict.fromkeys(sorted({401, 403, 500, *statuses}), ProblemOut)
+    """The problems an operation may answer besides 401, 403, 429 (too many wrong tokens from the
+    client: apps.api.auth) and 500, for the OpenAPI document."""
+    return dict.fromkeys(sorted({401, 403, 429, 500, *statuses}), ProblemOut)
 
 
 class UnknownReference(Exception):

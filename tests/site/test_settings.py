@@ -158,3 +158,13 @@ def test_the_proxy_header_and_https_settings_come_from_the_environment():
 
     assert load(script, **production) == [["HTTP_X_FORWARDED_PROTO", "https"], True, 31536000, True, True, True, True]
     assert load(script) == [None, False, 0, False, False, False, False]  # the local demo is plain HTTP
+
+
+def test_the_login_limit_and_cool_off_come_from_the_environment():
+    script = (
+        "import json; from django.conf import settings as s; "
+        "print(json.dumps([s.AXES_FAILURE_LIMIT, s.AXES_COOLOFF_TIME.total_seconds(), s.DAGWRIGHT_TRUSTED_PROXIES]))"
+    )
+
+    assert load(script) == [5, 900.0, 0]
+    assert load(script, DAGWRIGHT_LOGIN_FAILURE_LIMIT="3", DAGWRIGHT_LOGIN_COOLOFF_SECONDS="120", DAGWRIGHT_TRUSTED_PROXIES="1") == [3, 120.0, 1]
