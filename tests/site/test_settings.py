@@ -158,6 +158,7 @@ def test_the_proxy_header_and_https_settings_come_from_the_environment():
 
     assert load(script, **production) == [["HTTP_X_FORWARDED_PROTO", "https"], True, 31536000, True, True, True, True]
     assert load(script) == [None, False, 0, False, False, False, False]  # the local demo is plain HTTP
+    assert load(script, DJANGO_SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO")[0] == ["HTTP_X_FORWARDED_PROTO", "https"]  # Django's own spelling too
 
 
 def test_the_login_limit_and_cool_off_come_from_the_environment():
