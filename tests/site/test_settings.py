@@ -22,6 +22,8 @@ from tests.conftest import ROOT
 
 PRODUCTION_VARIABLES = ("DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DJANGO_CSRF_TRUSTED_ORIGINS")
 PRODUCTION_VARIABLES += tuple(name for name in os.environ if name.startswith("DJANGO_SECURE_"))
+# set in this process by the browser tests (tests/browser/conftest.py): never in a deployment, where check --deploy refuses it
+PRODUCTION_VARIABLES += ("DJANGO_ALLOW_ASYNC_UNSAFE",)
 A_SECRET = "prod-7f3a9c1e5b2d4f6a8c0e-not-the-default"
 PROBED_HOSTS = ("dagwright.example.com", "api.example.org", "evil.example.net", "localhost")
 
