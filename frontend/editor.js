@@ -17,6 +17,10 @@ import { keymap } from "@codemirror/view";
 
 const DEBOUNCE_MS = 300;
 
+// CodeMirror styles itself with <style> elements; the page's Content-Security-Policy admits them
+// only with the nonce its <script> tag carries (read now: currentScript is gone once it has run).
+const STYLE_NONCE = document.currentScript ? document.currentScript.nonce : "";
+
 // Lines and columns from the server are 1-based and count characters (code points), as Python
 // does; CodeMirror positions count UTF-16 units, which differ after an astral character (an emoji).
 function position(doc, line, column) {
@@ -106,6 +110,7 @@ function start(textarea) {
   const view = new EditorView({
     doc: textarea.value,
     extensions: [
+      ...(STYLE_NONCE ? [EditorView.cspNonce.of(STYLE_NONCE)] : []),
       basicSetup,
       keymap.of([indentWithTab, { key: "Mod-s", run: save, preventDefault: true }]),
       yaml(),

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("DAGWRIGHT_VAR_DIR", BASE_DIR / "var"))
@@ -22,10 +25,48 @@ def env_bool(name: str, default: bool = False) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_list(name: str, default: str = "") -> list[str]:
+    """A comma-separated variable, each entry trimmed, empty entries dropped."""
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEVELOPMENT_SECRET_KEY = "dagwright-local-development-only-not-secret"
+# Keys that are public (this file, docker-compose.yml's old default, the README's placeholder): a
+# site signing with one signs nothing, so with DEBUG off it refuses to start instead.
+PUBLIC_SECRET_KEYS = frozenset(
+    {
+        "",
+        DEVELOPMENT_SECRET_KEY,
+        "change-me-in-production",
+        "change-me",
+        "changeme",
+        "secret",
+        "replace-with-the-output-of-python-c-import-secrets-print-secrets-token-urlsafe-50",
+    }
+)
+
 DEBUG = env_bool("DJANGO_DEBUG", True)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dagwright-local-development-only-not-secret")
-ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", DEVELOPMENT_SECRET_KEY)
+if not DEBUG and SECRET_KEY.strip() in PUBLIC_SECRET_KEYS:
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is unset or a public placeholder while DJANGO_DEBUG is off: set DJANGO_SECRET_KEY to a long random value "
+        '(python -c "import secrets; print(secrets.token_urlsafe(50))")'
+    )
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+# --- HTTPS (behind a proxy) -------------------------------------------------------------------
+# Off by default: the local demo is plain HTTP. The README's production variables turn them on.
+# The proxy that ends TLS names the scheme in a header (X-Forwarded-Proto: https); only trust it
+# when that proxy always sets or strips it.
+# The header's name as sent (X-Forwarded-Proto) or as Django's META key (HTTP_X_FORWARDED_PROTO).
+_proxy_ssl_header = os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "").strip().upper().replace("-", "_")
+SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header if _proxy_ssl_header.startswith("HTTP_") else "HTTP_" + _proxy_ssl_header, "https") if _proxy_ssl_header else None
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -34,6 +75,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "csp",
+    "axes",
     "django_htmx",
     "template_partials",
     "ninja",
@@ -48,15 +91,45 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "orchestrator_site.middleware.security_headers",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a refused sign-in into the lockout answer
 ]
+
+# --- Content-Security-Policy (django-csp 4) ------------------------------------------------------
+# Scripts and styles come only from our own static files: no inline <script>, no event-handler
+# attributes, no style="" attributes (bars are SVG with width attributes instead; CodeMirror sets
+# its sizes through the CSSOM, which the policy does not govern), htmx configured
+# not to eval nor to inject its indicator <style> (templates/base.html). Model output shown on a
+# page can therefore run nothing, even if escaping ever failed.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        # the nonce is in the header only on pages that use it: the editor, whose CodeMirror
+        # writes <style> elements carrying it (frontend/editor.js)
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+# Browser features no page uses, refused for the page and anything it might embed.
+DAGWRIGHT_PERMISSIONS_POLICY = {
+    feature: "()" for feature in ("accelerometer", "camera", "geolocation", "gyroscope", "magnetometer", "microphone", "payment", "usb")
+}
 
 ROOT_URLCONF = "orchestrator_site.urls"
 WSGI_APPLICATION = "orchestrator_site.wsgi.application"
@@ -93,6 +166,24 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- auth, i18n, static -----------------------------------------------------------------------
+# Login throttling (django-axes, see orchestrator_site.logins): the console's and the admin's
+# sign-in both go through authenticate(), where Axes counts failures per username and per client
+# (wrong API tokens per client: apps.api.auth) and refuses the next attempt once either count
+# reaches the limit, until the cool-off has passed. Admins see and delete lockouts under Axes.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("DAGWRIGHT_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(seconds=float(os.environ.get("DAGWRIGHT_LOGIN_COOLOFF_SECONDS", "900")))
+AXES_LOCKOUT_PARAMETERS = "orchestrator_site.logins.lockout_parameters"
+AXES_CLIENT_IP_CALLABLE = "orchestrator_site.logins.client_address"
+AXES_LOCKOUT_CALLABLE = "orchestrator_site.logins.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+# The cool-off runs from the lockout: retrying while locked out does not push its end further
+# away, so the time the lockout answer names holds.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_VERBOSE = False  # no banner from every process at start; failures and lockouts are still logged
+# How many proxies in front of Django append to X-Forwarded-For; 0 (the default) trusts none of it.
+DAGWRIGHT_TRUSTED_PROXIES = int(os.environ.get("DAGWRIGHT_TRUSTED_PROXIES", "0"))
+
 AUTH_PASSWORD_VALIDATORS = [{"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"}]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "console:runs"

@@ -3,7 +3,8 @@
 Each operation's ``auth`` is ``requires(permission)``: the caller is identified by
 ``Authorization: Bearer dw_...`` or by the session cookie (with CSRF on unsafe methods), then
 checked against a rule from ``apps.workflows.roles``. Nobody identified: 401; identified but not
-allowed: 403, decided before the request body is even read.
+allowed: 403, decided before the request body is even read. Wrong tokens count as failed sign-ins
+of the client (django-axes): past the limit, 429 until the cool-off has passed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from axes.handlers.proxy import AxesProxyHandler
+from django.contrib.auth.signals import user_login_failed
 from django.http import HttpRequest
 from ninja.errors import AuthenticationError, AuthorizationError
 from ninja.security import HttpBearer, SessionAuth
@@ -43,8 +46,15 @@ class ApiTokenAuth(HttpBearer):
         super().__init__()
 
     def authenticate(self, request: HttpRequest, token: str) -> Any:
+        # Guessing tokens is throttled like guessing passwords: each wrong token is a failed
+        # sign-in of this client for django-axes, and past the limit the client is refused, valid
+        # token or not, until the cool-off has passed (AxesMiddleware answers 429 with Retry-After).
+        if not AxesProxyHandler.is_allowed(request, {}):
+            request.axes_locked_out = True
+            raise AuthenticationError(message="too many failed API token attempts")
         user = api_token_user(token=token)
         if user is None:  # a wrong token is an answer, not a reason to try the session instead
+            user_login_failed.send(sender=__name__, credentials={}, request=request)
             raise AuthenticationError(message="the API token is not valid")
         return permitted(user, self.permission)
 

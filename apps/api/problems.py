@@ -56,11 +56,12 @@ class ProblemOut(Schema):
 
 
 def problem_responses(*statuses: int) -> dict[int, type[Schema]]:
-    """The problems an operation may answer besides 401, 403, 422 and 500, for the OpenAPI document.
+    """The problems an operation may answer besides 401, 403, 422, 429 and 500, for the OpenAPI document.
 
     Any operation may answer 422: a parameter past its range, or a NUL in any parameter
-    (apps.api.api refuses those before the operation runs)."""
-    return dict.fromkeys(sorted({401, 403, 422, 500, *statuses}), ProblemOut)
+    (apps.api.api refuses those before the operation runs); and 429: too many wrong tokens from the
+    client (apps.api.auth)."""
+    return dict.fromkeys(sorted({401, 403, 422, 429, 500, *statuses}), ProblemOut)
 
 
 class UnknownReference(Exception):

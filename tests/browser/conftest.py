@@ -30,6 +30,10 @@ def browser() -> Iterator[object]:
         chromium.close()
 
 
+# Pages run under a Content-Security-Policy without 'unsafe-eval': Playwright evaluates a string
+# predicate of ``wait_for_function`` with eval, refused there, so predicates are arrow functions.
+
+
 def sign_in(browser, live_server, user, timeout_ms: int = 15_000):
     """A new browser context and its page, signed in as ``user`` through the login form."""
     from tests.factories import PASSWORD

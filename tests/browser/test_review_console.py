@@ -61,7 +61,7 @@ def test_a_reviewer_approves_from_the_inbox_and_watches_the_run_continue(browser
         navigations = []
         page.on("framenavigated", lambda frame: navigations.append(frame.url))
         # the run goes on in the worker; the page follows it live, without a reload
-        page.wait_for_function("document.querySelector('main').innerText.includes('succeeded')", timeout=30_000)
+        page.wait_for_function("() => document.querySelector('main').innerText.includes('succeeded')", timeout=30_000)
         run.refresh_from_db()
         assert run.status == RunStatus.SUCCEEDED
         assert navigations == []
@@ -112,7 +112,7 @@ def handlers_had_their_chance(page) -> None:
     own badge, fetched on htmx's ``load`` trigger, has come back, htmx has processed the whole page
     in the pass that would have fired a hostile ``load`` trigger too (its request then shows in
     ``requests``, read after the context is closed)."""
-    page.wait_for_function("window.__xhr.done.some(([url]) => url.endsWith('/reviews/counts/'))")
+    page.wait_for_function("() => window.__xhr.done.some(([url]) => url.endsWith('/reviews/counts/'))")
 
 
 def assert_inert(page, where: str) -> None:

@@ -31,7 +31,7 @@ def test_with_debug_off_it_refuses_and_creates_no_user(settings):
 @pytest.mark.django_db(transaction=True)
 def test_a_production_environment_gets_an_error_exit_and_no_user(test_database_url):
     # what `make run` or an operator's shell does, with the production variable set
-    env = {**os.environ, "DATABASE_URL": test_database_url, "DJANGO_DEBUG": "false"}
+    env = {**os.environ, "DATABASE_URL": test_database_url, "DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "demo-users-test-" + "k" * 40}
     done = subprocess.run([sys.executable, "manage.py", "create_demo_users"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
     assert done.returncode != 0

@@ -35,3 +35,8 @@ def test_every_pinned_requirement_is_exact():
     lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
     assert lines
     assert all("==" in line for line in lines), [line for line in lines if "==" not in line]
+
+
+def test_compose_has_no_secret_key_of_its_own():
+    # unset, the site refuses to start and names DJANGO_SECRET_KEY (tests/site/test_settings.py)
+    assert COMPOSE["x-dagwright"]["environment"]["DJANGO_SECRET_KEY"] == "${DJANGO_SECRET_KEY:-}"
