@@ -35,6 +35,17 @@ def client_address(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "")
 
 
+def client_username(request: HttpRequest, credentials: dict[str, Any] | None) -> str | None:
+    """The username a failure counts against: from the credentials, else from the sign-in form.
+    An API request names no user, and its body is never parsed here: a malformed one (a multipart
+    type without a boundary) must be the API's 4xx, not an error inside the throttle."""
+    if credentials:
+        return credentials.get(settings.AXES_USERNAME_FORM_FIELD)
+    if request.path.startswith("/api/") or request.method != "POST":
+        return None
+    return request.POST.get(settings.AXES_USERNAME_FORM_FIELD)
+
+
 def lockout_parameters(request: Any, credentials: dict[str, Any] | None) -> list[str]:
     """A sign-in counts against its username and its client; a token failure (no username) against
     its client only: counted by a username of None it would lock every token client at once."""

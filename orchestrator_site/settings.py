@@ -175,6 +175,7 @@ AXES_FAILURE_LIMIT = int(os.environ.get("DAGWRIGHT_LOGIN_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = timedelta(seconds=float(os.environ.get("DAGWRIGHT_LOGIN_COOLOFF_SECONDS", "900")))
 AXES_LOCKOUT_PARAMETERS = "orchestrator_site.logins.lockout_parameters"
 AXES_CLIENT_IP_CALLABLE = "orchestrator_site.logins.client_address"
+AXES_USERNAME_CALLABLE = "orchestrator_site.logins.client_username"
 AXES_LOCKOUT_CALLABLE = "orchestrator_site.logins.lockout_response"
 AXES_RESET_ON_SUCCESS = True
 # The cool-off runs from the lockout: retrying while locked out does not push its end further

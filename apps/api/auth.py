@@ -14,7 +14,8 @@ from typing import Any
 
 from axes.handlers.proxy import AxesProxyHandler
 from django.contrib.auth.signals import user_login_failed
-from django.http import HttpRequest
+from django.http import HttpRequest, QueryDict
+from django.utils.datastructures import MultiValueDict
 from ninja.errors import AuthenticationError, AuthorizationError
 from ninja.security import HttpBearer, SessionAuth
 
@@ -54,6 +55,9 @@ class ApiTokenAuth(HttpBearer):
             raise AuthenticationError(message="too many failed API token attempts")
         user = api_token_user(token=token)
         if user is None:  # a wrong token is an answer, not a reason to try the session instead
+            # axes records request.POST with each failure; an API body is JSON or YAML, never a form,
+            # and parsing it as one (a multipart type without a boundary) would be a 500 here.
+            request._post, request._files = QueryDict(), MultiValueDict()
             user_login_failed.send(sender=__name__, credentials={}, request=request)
             raise AuthenticationError(message="the API token is not valid")
         return permitted(user, self.permission)

@@ -187,3 +187,14 @@ def test_the_api_schema_documents_the_429(client):
 
     assert operations
     assert all("429" in operation["responses"] for operation in operations)
+
+
+@pytest.mark.parametrize("valid", [True, False], ids=["valid-token", "wrong-token"])
+def test_the_throttle_never_reads_an_api_body(admin, valid):
+    # a multipart type without a boundary cannot be parsed: the throttle must not try (it did, a 500)
+    token = api_token_issue(username=admin.username)[1] if valid else "dw_guess"
+    response = bearer(token).post("/api/v1/workflows", "name: x", content_type="multipart/form-data")
+    assert 400 <= response.status_code < 500
+    assert response["Content-Type"] == "application/problem+json"
+    if not valid:
+        assert AccessAttempt.objects.get().username is None  # counted against the client alone
