@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 from apps.reviews.models import ReviewStatus, ReviewTask
 from apps.runs.models import Run, RunStatus
@@ -140,14 +141,15 @@ def test_a_reviewer_decides_with_the_keyboard_alone(browser, live_server, review
         page.goto(f"{live_server.url}/reviews/{first.pk}/")
         page.locator("h1").click()  # focus on the page, not on a field
         page.keyboard.press("r")
-        assert page.evaluate("document.activeElement.id") == "reject-reason"
+        expect(page.locator("#reject-reason")).to_be_focused()
         page.keyboard.type("Wrong customer")
         page.keyboard.press("Tab")  # to the Reject button
         page.keyboard.press("Enter")
         page.wait_for_selector("#decision-outcome")
 
         page.goto(f"{live_server.url}/reviews/{second.pk}/")
-        assert page.evaluate("document.activeElement.id") == "review-approve"  # autofocus: Enter approves
+        # autofocus: Enter approves (the browser applies autofocus in a later rendering step: wait for it)
+        expect(page.locator("#review-approve")).to_be_focused()
         page.keyboard.press("Enter")
         page.wait_for_selector("#decision-outcome")
     finally:
