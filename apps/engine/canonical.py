@@ -19,6 +19,10 @@ def content_hash(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
+# PostgreSQL stores no NUL in text or jsonb (it raises): no value holding one may reach a column.
+NUL_MESSAGE = "text cannot hold a NUL character (\\u0000)"
+
+
 def not_json_data(value: Any, *, max_values: int) -> tuple[tuple, str] | None:
     """Where ``value`` stops being plain JSON data and why, as ``(path, reason)``; None when it is.
 
@@ -36,10 +40,15 @@ def not_json_data(value: Any, *, max_values: int) -> tuple[tuple, str] | None:
             return (), f"more than {max_values} values, over the size limit"
         if depth > MAX_DEPTH:
             return _unwind(path), f"nested deeper than {MAX_DEPTH} levels"
-        if isinstance(item, dict):
+        if isinstance(item, str):
+            if "\x00" in item:
+                return _unwind(path), NUL_MESSAGE
+        elif isinstance(item, dict):
             for key, sub in item.items():
                 if not isinstance(key, str):
                     return _unwind(path), f"key {key!r} is not a string"
+                if "\x00" in key:
+                    return _unwind((path, key)), NUL_MESSAGE
                 stack.append(((path, key), depth + 1, sub))
         elif isinstance(item, list | tuple):
             stack.extend(((path, i), depth + 1, sub) for i, sub in enumerate(item))

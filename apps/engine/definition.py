@@ -9,7 +9,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
 from . import graph
-from .canonical import canonical_json, content_hash, not_json_data, nul_path
+from .canonical import canonical_json, content_hash, not_json_data
 from .errors import DefinitionError, InputError, Problem, json_pointer
 from .spec import NODE_TYPES, LlmNode, RouterNode, WorkflowSpec
 
@@ -55,19 +55,9 @@ def check_size(spec_json: str) -> list[Problem]:
 
 def _check_json_data(raw: Any) -> None:
     # every JSON value takes at least one byte, so more values than bytes is over the limit too
-    found = not_json_data(raw, max_values=MAX_DEFINITION_BYTES) or _nul_found(raw)
+    found = not_json_data(raw, max_values=MAX_DEFINITION_BYTES)
     if found:
         raise DefinitionError([Problem(json_pointer(found[0]), found[1])])
-
-
-NUL_MESSAGE = "text cannot hold a NUL character (\\u0000)"
-
-
-def _nul_found(value: Any) -> tuple[tuple, str] | None:
-    # PostgreSQL stores no NUL in text or jsonb: refused with a pointer whatever door the value came
-    # by (the API's body parser refuses it first; the console's editor and files come here only).
-    path = nul_path(value)
-    return None if path is None else (path, NUL_MESSAGE)
 
 
 def _plain_field(value: Any) -> Any:
@@ -152,7 +142,7 @@ def spec_hash(spec: WorkflowSpec) -> str:
 
 def validate_input(schema: dict[str, Any], value: Any) -> None:
     """Check a run input against the workflow's input schema; raises InputError."""
-    found = not_json_data(value, max_values=MAX_INPUT_BYTES) or _nul_found(value)
+    found = not_json_data(value, max_values=MAX_INPUT_BYTES)
     if found:
         raise InputError([Problem(json_pointer(found[0]), found[1])])
     size = len(canonical_json(value).encode())

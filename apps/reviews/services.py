@@ -22,7 +22,7 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator
 
 from apps.audit.audit import audit_append
-from apps.engine.canonical import canonical_json, not_json_data, nul_path
+from apps.engine.canonical import canonical_json, not_json_data
 from apps.engine.errors import Problem, json_pointer
 from apps.engine.spec import LlmNode, ReviewNode, duration_seconds
 from apps.runs.models import NodeRun, NodeStatus, ProviderCall, Run
@@ -180,9 +180,6 @@ def validate_edit(task: ReviewTask, output: Any) -> Any:
     found = not_json_data(output, max_values=100_000)
     if found:
         raise DecisionInvalid([Problem("/output" + json_pointer(found[0]), found[1])])
-    nul = nul_path(output)
-    if nul is not None:
-        raise DecisionInvalid([Problem("/output" + json_pointer(nul), "text cannot hold a NUL character")])
     if len(canonical_json(output).encode()) > MAX_EDIT_BYTES:
         raise DecisionInvalid([Problem("/output", f"the edit is over {MAX_EDIT_BYTES} bytes")])
     if task.output_schema is not None:
